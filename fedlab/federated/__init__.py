@@ -1,0 +1,95 @@
+"""The round engine: client runtime, update pipeline, strategies, selection, history.
+
+Importing :mod:`fedlab.federated` does not import TensorFlow; the Keras runtime and the
+builders load it when first used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fedlab.federated.aggregate import add_weights, weighted_mean
+from fedlab.federated.batching import batch_schedule, client_seed
+from fedlab.federated.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from fedlab.federated.config import FederationConfig
+from fedlab.federated.federation import ClientOutcome, Federation
+from fedlab.federated.history import History
+from fedlab.federated.observers import Observer, RecordingObserver
+from fedlab.federated.runtime_base import ClientFailure, ClientRuntime
+from fedlab.federated.selection import (
+    AdaptiveEpochs,
+    ClientProfile,
+    FixedEpochs,
+    UniformSampler,
+    WeightedSampler,
+    sample_profiles,
+    simulated_duration,
+)
+from fedlab.federated.stages import Pipeline, StageContext, ValidateUpdate
+from fedlab.federated.strategies import (
+    FedAdagrad,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedProx,
+    FedYogi,
+    make_strategy,
+)
+from fedlab.federated.types import ClientPlan, ClientUpdate, Envelope, RoundResult, UpdateRejected
+
+_LAZY = {
+    "KerasRuntime": "fedlab.federated.runtime",
+    "build_federation": "fedlab.federated.builder",
+    "centralized_baseline": "fedlab.federated.builder",
+}
+
+__all__ = [
+    "AdaptiveEpochs",
+    "CheckpointError",
+    "ClientFailure",
+    "ClientOutcome",
+    "ClientPlan",
+    "ClientProfile",
+    "ClientRuntime",
+    "ClientUpdate",
+    "Envelope",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedAvgM",
+    "FedProx",
+    "FedYogi",
+    "Federation",
+    "FederationConfig",
+    "FixedEpochs",
+    "History",
+    "KerasRuntime",
+    "Observer",
+    "Pipeline",
+    "RecordingObserver",
+    "RoundResult",
+    "StageContext",
+    "UniformSampler",
+    "UpdateRejected",
+    "ValidateUpdate",
+    "WeightedSampler",
+    "add_weights",
+    "batch_schedule",
+    "build_federation",
+    "centralized_baseline",
+    "client_seed",
+    "latest_checkpoint",
+    "make_strategy",
+    "sample_profiles",
+    "save_checkpoint",
+    "simulated_duration",
+    "weighted_mean",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fedlab.federated' has no attribute {name!r}")

@@ -1,0 +1,440 @@
+"""``Federation``: the round loop. It only composes the stages; each stage is its own object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from fedlab.data.federated_dataset import ClientData, FederatedDataset
+from fedlab.federated.batching import client_seed
+from fedlab.federated.checkpoint import (
+    CheckpointError,
+    FederationState,
+    latest_checkpoint,
+    save_checkpoint,
+)
+from fedlab.federated.config import FederationConfig
+from fedlab.federated.history import History
+from fedlab.federated.observers import Observer
+from fedlab.federated.runtime_base import ClientFailure, ClientRuntime
+from fedlab.federated.selection import (
+    ClientProfile,
+    EpochPolicy,
+    FixedEpochs,
+    Sampler,
+    UniformSampler,
+    simulated_duration,
+)
+from fedlab.federated.stages import Pipeline, StageContext
+from fedlab.federated.strategies import Strategy, strategy_to_dict
+from fedlab.federated.strategies.fedavg import FedAvg
+from fedlab.federated.types import (
+    ClientPlan,
+    ClientUpdate,
+    Envelope,
+    RoundResult,
+    UpdateRejected,
+    Weights,
+)
+
+__all__ = ["ClientOutcome", "Federation"]
+
+Status = Literal["completed", "dropped", "straggler", "failed", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOutcome:
+    """What happened to one invited client in one round."""
+
+    client_id: int
+    status: Status
+    duration_s: float = 0.0
+    num_examples: int = 0
+    detail: str = ""
+
+
+def _dataset_digest(data: FederatedDataset) -> str:
+    h = hashlib.sha256()
+    h.update(data.label_counts().tobytes())
+    h.update(np.asarray(data.input_shape).tobytes())
+    for client in data.clients[:: max(1, data.num_clients // 64)]:
+        h.update(np.ascontiguousarray(client.x[:4]).tobytes())
+    return h.hexdigest()[:16]
+
+
+class Federation:
+    """A simulated federation: clients, a runtime that trains them, a strategy that
+    aggregates, a pipeline their updates pass through, and a history of rounds.
+
+    Parameters
+    ----------
+    data : FederatedDataset
+        The clients' data and the central test set.
+    runtime : ClientRuntime
+        Local training (``KerasRuntime`` is the reference).
+    config : FederationConfig
+        Round parameters; defaults to ``FederationConfig()``.
+    strategy : Strategy
+        Server aggregation; defaults to ``FedAvg()``.
+    sampler : Sampler
+        Client selection; defaults to uniform sampling.
+    pipeline : Pipeline
+        Client and server update stages; identity plus validation by default.
+    profiles : sequence of ClientProfile
+        One per client (speeds for the straggler model); identical devices by default.
+    epoch_policy : EpochPolicy
+        Per-client local epochs (adaptive epochs); fixed by default.
+    observers : iterable of Observer
+        Notified of round start, client outcomes and round end.
+    checkpoint_dir : str or Path, optional
+        Folder for atomic per-round checkpoints.
+    checkpoint_every : int
+        Write a checkpoint every this many rounds (when ``checkpoint_dir`` is set).
+    resume : bool
+        Continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
+    """
+
+    def __init__(
+        self,
+        *,
+        data: FederatedDataset,
+        runtime: ClientRuntime,
+        config: FederationConfig | None = None,
+        strategy: Strategy | None = None,
+        sampler: Sampler | None = None,
+        pipeline: Pipeline | None = None,
+        profiles: Sequence[ClientProfile] | None = None,
+        epoch_policy: EpochPolicy | None = None,
+        observers: Iterable[Observer] = (),
+        checkpoint_dir: str | Path | None = None,
+        checkpoint_every: int = 1,
+        resume: bool = False,
+    ) -> None:
+        if not isinstance(data, FederatedDataset):
+            raise TypeError(f"data must be a FederatedDataset, got {type(data).__name__}")
+        if not isinstance(runtime, ClientRuntime):
+            raise TypeError(f"runtime does not implement ClientRuntime: {type(runtime).__name__}")
+        self.config = config or FederationConfig()
+        self.config.cohort_size(data.num_clients)  # raises if the cohort exceeds the population
+        if profiles is not None and len(profiles) != data.num_clients:
+            raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+        if resume and checkpoint_dir is None:
+            raise ValueError("resume=True needs a checkpoint_dir")
+        self.data = data
+        self.runtime = runtime
+        self.strategy: Strategy = strategy if strategy is not None else FedAvg()
+        self.sampler: Sampler = sampler or UniformSampler()
+        self.pipeline = pipeline or Pipeline()
+        self.profiles = (
+            tuple(profiles) if profiles is not None else (ClientProfile(),) * data.num_clients
+        )
+        self.epoch_policy: EpochPolicy = epoch_policy or FixedEpochs()
+        self.observers: list[Observer] = list(observers)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.checkpoint_every = checkpoint_every
+        self._initial = runtime.initial_weights()
+        self._shapes = tuple(w.shape for w in self._initial)
+        self.reset()
+        if resume:
+            self._resume()
+
+    # -- state -----------------------------------------------------------------------
+    @property
+    def weights(self) -> Weights:
+        """The current global model."""
+        return self._weights
+
+    @property
+    def history(self) -> History:
+        """Completed rounds."""
+        return self._history
+
+    @property
+    def rounds_done(self) -> int:
+        """Number of completed rounds."""
+        return self._rounds_done
+
+    def reset(self) -> None:
+        """Back to the initial model with an empty history (checkpoints are left alone)."""
+        self._weights: Weights = tuple(w.copy() for w in self._initial)
+        self._strategy_state = dict(self.strategy.init_state(self._weights))
+        self._history = History()
+        self._rounds_done = 0
+
+    def update_config(self, config: FederationConfig) -> None:
+        """Use ``config`` from the next round on (validated before anything changes)."""
+        if not isinstance(config, FederationConfig):
+            raise TypeError(f"config must be a FederationConfig, got {type(config).__name__}")
+        config.cohort_size(self.data.num_clients)
+        self.config = config
+
+    def add_observer(self, observer: Observer) -> None:
+        """Subscribe ``observer`` to round events."""
+        self.observers.append(observer)
+
+    def fingerprint(self) -> str:
+        """Identity of the experiment: data, model shapes, strategy and config."""
+        blob = json.dumps(
+            {
+                "data": _dataset_digest(self.data),
+                "shapes": [list(s) for s in self._shapes],
+                "strategy": strategy_to_dict(self.strategy),
+                "config": self.config.to_dict(),
+            },
+            sort_keys=True,
+        )
+        return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+    def _state(self) -> FederationState:
+        return FederationState(
+            rounds_done=self._rounds_done,
+            weights=self._weights,
+            strategy_state={k: tuple(v) for k, v in self._strategy_state.items()},
+            history=self._history.to_records(),
+            fingerprint=self.fingerprint(),
+        )
+
+    def save_checkpoint(self, folder: str | Path | None = None) -> Path:
+        """Write the current state atomically (to ``checkpoint_dir`` by default)."""
+        target = folder if folder is not None else self.checkpoint_dir
+        if target is None:
+            raise ValueError("no folder given and no checkpoint_dir configured")
+        return save_checkpoint(target, self._state())
+
+    def _resume(self) -> None:
+        assert self.checkpoint_dir is not None
+        state = latest_checkpoint(self.checkpoint_dir)
+        if state is None:
+            return
+        if state.fingerprint != self.fingerprint():
+            raise CheckpointError(
+                f"checkpoint in {self.checkpoint_dir} belongs to a different experiment "
+                f"(fingerprint {state.fingerprint}, this federation {self.fingerprint()}); "
+                "use the same data, model, strategy and config, or another folder"
+            )
+        if tuple(w.shape for w in state.weights) != self._shapes:
+            raise CheckpointError(f"checkpoint weights do not fit the model: {self._shapes}")
+        self._weights = state.weights
+        self._strategy_state = dict(state.strategy_state)
+        self._history = History.from_records(state.history)
+        self._rounds_done = state.rounds_done
+
+    # -- the round -------------------------------------------------------------------
+    def _notify(self, errors: list[BaseException], hook: str, *args: object) -> None:
+        for observer in self.observers:
+            try:
+                getattr(observer, hook)(self, *args)
+            except Exception as exc:
+                errors.append(exc)
+
+    def run_round(self, *, evaluate: bool | None = None) -> RoundResult:
+        """Run one round and commit it; returns its :class:`RoundResult`.
+
+        Parameters
+        ----------
+        evaluate : bool, optional
+            Force (or skip) central evaluation; by default every ``config.eval_every`` rounds.
+        """
+        start = time.perf_counter()
+        cfg, r = self.config, self._rounds_done
+        errors: list[BaseException] = []
+        rng = np.random.default_rng([cfg.seed, r, 0xF1])
+        population = self.data.num_clients
+        cohort = cfg.cohort_size(population)
+        invited = self.sampler.select(np.arange(population), cfg.selection_size(population), rng, r)
+        selected = tuple(int(c) for c in invited)
+        if len(set(selected)) != len(selected) or not all(0 <= c < population for c in selected):
+            raise ValueError(f"sampler returned invalid client ids {selected}")
+        self._notify(errors, "on_round_start", r, selected)
+
+        drop_draw = rng.random(len(selected))
+        outcomes: dict[int, ClientOutcome] = {}
+        model_bytes = int(sum(w.nbytes for w in self._weights))
+        jobs: list[tuple[ClientData, ClientPlan]] = []
+        for cid, u in zip(selected, drop_draw, strict=True):
+            client = self.data.clients[cid]
+            if u < cfg.dropout_rate:
+                outcomes[cid] = ClientOutcome(cid, "dropped", detail="did not report")
+                continue
+            profile = self.profiles[cid]
+            epochs = int(
+                self.epoch_policy.epochs(cid, client.num_examples, profile, cfg.local_epochs)
+            )
+            # Download and compute alone already past the deadline: a sure straggler, skip training.
+            floor = simulated_duration(
+                profile,
+                examples_processed=epochs * client.num_examples,
+                seconds_per_example=cfg.seconds_per_example,
+                bytes_down=model_bytes,
+                bytes_up=0,
+            )
+            if cfg.deadline_s is not None and floor > cfg.deadline_s:
+                outcomes[cid] = ClientOutcome(
+                    cid,
+                    "straggler",
+                    floor,
+                    client.num_examples,
+                    f"needs ≥ {floor:.1f} s > deadline {cfg.deadline_s:g} s",
+                )
+                continue
+            plan = ClientPlan(
+                client_id=cid,
+                round_index=r,
+                epochs=epochs,
+                batch_size=cfg.batch_size,
+                learning_rate=cfg.client_lr,
+                optimizer=cfg.client_optimizer,
+                momentum=cfg.client_momentum,
+                proximal_mu=self.strategy.client_proximal_mu,
+                seed=client_seed(cfg.seed, r, cid),
+            )
+            jobs.append((client, plan))
+
+        context = StageContext(round_index=r, weight_shapes=self._shapes)
+        reports: list[tuple[float, int, Envelope]] = []
+        results = self.runtime.train_clients(self._weights, jobs) if jobs else []
+        if len(results) != len(jobs):
+            raise RuntimeError(f"runtime returned {len(results)} results for {len(jobs)} jobs")
+        for (client, plan), trained in zip(jobs, results, strict=True):
+            cid = client.client_id
+            if isinstance(trained, ClientFailure):
+                outcomes[cid] = ClientOutcome(cid, "failed", detail=trained.error)
+                continue
+            try:
+                envelope = self.pipeline.send(trained, context)
+            except Exception as exc:
+                outcomes[cid] = ClientOutcome(cid, "failed", detail=f"{type(exc).__name__}: {exc}")
+                continue
+            duration = simulated_duration(
+                self.profiles[cid],
+                examples_processed=plan.epochs * client.num_examples,
+                seconds_per_example=cfg.seconds_per_example,
+                bytes_down=model_bytes,
+                bytes_up=envelope.nbytes,
+            )
+            if cfg.deadline_s is not None and duration > cfg.deadline_s:
+                outcomes[cid] = ClientOutcome(
+                    cid,
+                    "straggler",
+                    duration,
+                    client.num_examples,
+                    f"reported at {duration:.1f} s > deadline {cfg.deadline_s:g} s",
+                )
+                continue
+            reports.append((duration, cid, envelope))
+
+        reports.sort(key=lambda item: (item[0], item[1]))
+        for duration, cid, _ in reports[cohort:]:
+            outcomes[cid] = ClientOutcome(
+                cid,
+                "straggler",
+                duration,
+                self.data.clients[cid].num_examples,
+                f"cohort of {cohort} already complete",
+            )
+        accepted: list[ClientUpdate] = []
+        bytes_up = 0
+        for duration, cid, envelope in reports[:cohort]:
+            bytes_up += envelope.nbytes
+            try:
+                update = self.pipeline.receive(envelope, context)
+            except UpdateRejected as exc:
+                outcomes[cid] = ClientOutcome(
+                    cid, "rejected", duration, envelope.num_examples, str(exc)
+                )
+                continue
+            accepted.append(update)
+            outcomes[cid] = ClientOutcome(cid, "completed", duration, update.num_examples)
+        for cid in selected:
+            self._notify(errors, "on_client_done", r, outcomes[cid])
+
+        if accepted:
+            weights, state = self.strategy.aggregate(self._weights, accepted, self._strategy_state)
+        else:
+            weights, state = self._weights, self._strategy_state
+
+        do_eval = evaluate if evaluate is not None else (r + 1) % cfg.eval_every == 0
+        metrics = {"loss": math.nan, "accuracy": math.nan}
+        if do_eval:
+            metrics = self.runtime.evaluate(
+                weights, self.data.test.x, self.data.test.y, batch_size=cfg.eval_batch_size
+            )
+        counts = [u.num_examples for u in accepted]
+        losses = [float(u.metrics.get("train_loss", math.nan)) for u in accepted]
+        train_loss = float(np.average(losses, weights=counts)) if accepted else math.nan
+        used = [
+            outcomes[c].duration_s
+            for c in selected
+            if outcomes[c].status in ("completed", "rejected")
+        ]
+        late = any(o.status == "straggler" for o in outcomes.values())
+        sim_time = max(used, default=0.0)
+        if late and cfg.deadline_s is not None and len(used) < cohort:
+            sim_time = cfg.deadline_s  # the server waited until the deadline
+        by_status = {
+            s: tuple(c for c in selected if outcomes[c].status == s)
+            for s in ("completed", "dropped", "straggler")
+        }
+        result = RoundResult(
+            round_index=r,
+            selected=selected,
+            completed=by_status["completed"],
+            dropped=by_status["dropped"],
+            stragglers=by_status["straggler"],
+            failed=tuple(
+                (c, outcomes[c].detail) for c in selected if outcomes[c].status == "failed"
+            ),
+            rejected=tuple(
+                (c, outcomes[c].detail) for c in selected if outcomes[c].status == "rejected"
+            ),
+            num_examples=int(sum(counts)),
+            train_loss=train_loss,
+            test_accuracy=float(metrics["accuracy"]),
+            test_loss=float(metrics["loss"]),
+            bytes_up=bytes_up,
+            bytes_down=model_bytes * len(selected),
+            sim_time_s=float(sim_time),
+            wall_time_s=time.perf_counter() - start,
+        )
+        # Commit: every change of state happens here, after all the work succeeded.
+        self._weights = weights
+        self._strategy_state = dict(state)
+        self._history = self._history.append(result)
+        self._rounds_done = r + 1
+        if self.checkpoint_dir is not None and self._rounds_done % self.checkpoint_every == 0:
+            self.save_checkpoint()
+        self._notify(errors, "on_round_end", result)
+        if errors:
+            raise errors[0]
+        return result
+
+    def run(self, rounds: int) -> History:
+        """Run ``rounds`` more rounds; returns the whole history.
+
+        Splitting a run (``run(3); run(2)``), or resuming from a checkpoint, gives the same
+        history as one ``run(5)``.
+        """
+        if not isinstance(rounds, int) or isinstance(rounds, bool) or rounds < 1:
+            raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
+        for _ in range(rounds):
+            self.run_round()
+        return self._history
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss and accuracy of the current global model on the central test set."""
+        return self.runtime.evaluate(
+            self._weights,
+            self.data.test.x,
+            self.data.test.y,
+            batch_size=self.config.eval_batch_size,
+        )

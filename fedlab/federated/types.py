@@ -1,0 +1,165 @@
+"""Value objects that cross the boundaries of the round engine."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ClientPlan", "ClientUpdate", "Envelope", "RoundResult", "UpdateRejected", "Weights"]
+
+Weights = tuple[np.ndarray, ...]
+
+
+class UpdateRejected(Exception):
+    """Raised by a server stage to reject one client's update; the round goes on."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPlan:
+    """What one client is asked to do in one round (derived from the config, per client)."""
+
+    client_id: int
+    round_index: int
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    proximal_mu: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.proximal_mu < 0:
+            raise ValueError(f"proximal_mu must be >= 0, got {self.proximal_mu!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientUpdate:
+    """A client's contribution: ``delta = local − global`` and what it was computed from."""
+
+    client_id: int
+    delta: Weights
+    num_examples: int
+    num_steps: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """An update on the wire: what client stages produce and server stages consume.
+
+    ``body`` is a tuple of arrays (plain) or bytes (after a compressing/sealing stage);
+    ``headers`` carries stage metadata (codec name, signature, …).
+    """
+
+    client_id: int
+    num_examples: int
+    body: Weights | bytes
+    num_steps: int = 0
+    metrics: Mapping[str, float] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the body on the wire (raw arrays count their buffer size)."""
+        if isinstance(self.body, bytes | bytearray):
+            return len(self.body)
+        return int(sum(a.nbytes for a in self.body))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    """Everything that happened in one round.
+
+    ``completed`` clients' updates were aggregated; ``dropped`` never reported;
+    ``stragglers`` reported after the deadline (or after enough faster clients);
+    ``failed`` raised during training and ``rejected`` were refused by the server —
+    both with their reason. Accuracy and loss are on the central test set (NaN when the
+    round was not evaluated). ``wall_time_s`` is the real time taken here; ``sim_time_s``
+    the simulated duration of the round on the devices.
+    """
+
+    round_index: int
+    selected: tuple[int, ...]
+    completed: tuple[int, ...]
+    dropped: tuple[int, ...] = ()
+    stragglers: tuple[int, ...] = ()
+    failed: tuple[tuple[int, str], ...] = ()
+    rejected: tuple[tuple[int, str], ...] = ()
+    num_examples: int = 0
+    train_loss: float = float("nan")
+    test_accuracy: float = float("nan")
+    test_loss: float = float("nan")
+    bytes_up: int = 0
+    bytes_down: int = 0
+    sim_time_s: float = 0.0
+    wall_time_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (JSON-ready)."""
+        return {k: _plain(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RoundResult:
+        """Rebuild from :meth:`to_dict` output."""
+
+        def ids(key: str) -> tuple[int, ...]:
+            return tuple(int(v) for v in data.get(key, ()))
+
+        def reasons(key: str) -> tuple[tuple[int, str], ...]:
+            return tuple((int(c), str(r)) for c, r in data.get(key, ()))
+
+        scalars = {
+            k: data[k]
+            for k in (
+                "num_examples",
+                "train_loss",
+                "test_accuracy",
+                "test_loss",
+                "bytes_up",
+                "bytes_down",
+                "sim_time_s",
+                "wall_time_s",
+            )
+            if k in data
+        }
+        return cls(
+            round_index=int(data["round_index"]),
+            selected=ids("selected"),
+            completed=ids("completed"),
+            dropped=ids("dropped"),
+            stragglers=ids("stragglers"),
+            failed=reasons("failed"),
+            rejected=reasons("rejected"),
+            **scalars,
+        )
+
+    def deterministic_view(self) -> dict[str, Any]:
+        """``to_dict()`` without the fields that depend on the host's speed."""
+        out = self.to_dict()
+        out.pop("wall_time_s")
+        return out
+
+
+def summarize_reasons(items: Sequence[tuple[int, str]]) -> str:
+    """One line: ``"3: NaN in tensor 0; 7: shape …"``."""
+    return "; ".join(f"{c}: {r}" for c, r in items)

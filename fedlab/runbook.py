@@ -1,0 +1,166 @@
+"""Execute the notebook sequence with papermill, render HTML, and summarize.
+
+``python -m fedlab.runbook`` is ``make run``'s main job; the notebook tests call
+:func:`execute_notebook` with ``smoke=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NotebookRun", "discover_notebooks", "execute_notebook", "main", "render_report"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class NotebookRun:
+    """The outcome of executing one notebook."""
+
+    name: str
+    ok: bool
+    seconds: float
+    output: Path
+    results: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+
+    @property
+    def headline(self) -> str:
+        """``"name = value unit"`` from the notebook's recorded headline, or ``""``."""
+        head = self.results.get("headline")
+        if not isinstance(head, dict):
+            return ""
+        value = head.get("value")
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        return f"{head.get('name', '')} = {shown} {head.get('unit', '')}".strip()
+
+
+def discover_notebooks(folder: str | Path = ROOT / "notebooks") -> list[Path]:
+    """Numbered notebooks (``NN_topic.ipynb``) in order."""
+    found = sorted(p for p in Path(folder).glob("*.ipynb") if p.name[:2].isdigit())
+    if not found:
+        raise FileNotFoundError(f"no NN_*.ipynb notebooks in {folder}")
+    return found
+
+
+def execute_notebook(
+    notebook: str | Path,
+    out_dir: str | Path,
+    *,
+    smoke: bool,
+    parameters: dict[str, Any] | None = None,
+    timeout_s: int = 3600,
+) -> NotebookRun:
+    """Execute ``notebook`` into ``out_dir`` with papermill.
+
+    The notebook receives ``SMOKE`` and ``RESULTS_PATH`` (``out_dir/<name>.results.json``)
+    plus ``parameters``. A cell error is captured in ``NotebookRun.error`` (the executed
+    notebook keeps the traceback), never hidden: ``ok`` is False.
+    """
+    import papermill as pm
+
+    src = Path(notebook)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / src.name
+    results_path = out / f"{src.stem}.results.json"
+    results_path.unlink(missing_ok=True)
+    params = {"SMOKE": smoke, "RESULTS_PATH": str(results_path.resolve()), **(parameters or {})}
+    start = time.perf_counter()
+    error = ""
+    try:
+        pm.execute_notebook(
+            str(src),
+            str(executed),
+            parameters=params,
+            cwd=str(src.parent),
+            kernel_name="python3",
+            progress_bar=False,
+            execution_timeout=timeout_s,
+        )
+    except pm.PapermillExecutionError as exc:
+        error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+    seconds = time.perf_counter() - start
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    return NotebookRun(src.stem, not error, seconds, executed, results, error)
+
+
+def render_report(runs: Sequence[NotebookRun], report_dir: str | Path) -> Path:
+    """HTML of every executed notebook plus an ``index.html`` linking them."""
+    from nbconvert import HTMLExporter
+
+    report = Path(report_dir)
+    report.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter()
+    rows = []
+    for run in runs:
+        page = f"{run.name}.html"
+        if run.output.is_file():
+            body, _ = exporter.from_filename(str(run.output))
+            (report / page).write_text(body)
+        status = "ok" if run.ok else f"FAILED — {html.escape(run.error)}"
+        rows.append(
+            f"<tr><td><a href='{page}'>{html.escape(run.name)}</a></td><td>{status}</td>"
+            f"<td>{run.seconds:.1f} s</td><td>{html.escape(run.headline)}</td></tr>"
+        )
+    index = report / "index.html"
+    index.write_text(
+        "<!doctype html><html><head><meta charset='utf-8'><title>fedlab report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:.3em 1em;text-align:left}"
+        "</style></head><body><h1>fedlab notebook report</h1>"
+        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M:%S')}.</p>"
+        "<table><tr><th>notebook</th><th>status</th><th>time</th><th>headline</th></tr>"
+        + "".join(rows)
+        + "</table></body></html>"
+    )
+    return index
+
+
+def summary_table(runs: Sequence[NotebookRun]) -> str:
+    """Fixed-width text table: notebook, status, time, headline metric."""
+    width = max(len("notebook"), *(len(r.name) for r in runs))
+    lines = [f"{'notebook':<{width}}  status  time      headline"]
+    for run in runs:
+        status = "ok" if run.ok else "FAILED"
+        lines.append(f"{run.name:<{width}}  {status:<6}  {run.seconds:7.1f}s  {run.headline}")
+        if run.error:
+            lines.append(f"{'':<{width}}  └ {run.error}")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: execute the sequence, render the report, print the summary."""
+    parser = argparse.ArgumentParser(prog="python -m fedlab.runbook", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="tiny, fast runs (as CI does)")
+    parser.add_argument("--out", default=str(ROOT / "build"), help="output folder (default build/)")
+    parser.add_argument(
+        "--only", nargs="*", default=None, help="notebook names to run (default all)"
+    )
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    notebooks = discover_notebooks()
+    if args.only:
+        notebooks = [n for n in notebooks if n.stem in args.only or n.name in args.only]
+        if not notebooks:
+            parser.error(f"no notebook matches {args.only}")
+    runs = []
+    for notebook in notebooks:
+        print(f"running {notebook.name} ({'smoke' if args.smoke else 'full'}) …", flush=True)
+        runs.append(execute_notebook(notebook, out / "notebooks", smoke=args.smoke))
+    index = render_report(runs, out / "report")
+    print()
+    print(summary_table(runs))
+    print(f"\nreport: {index}")
+    return 0 if all(r.ok for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

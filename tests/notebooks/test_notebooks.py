@@ -1,0 +1,92 @@
+"""Every notebook runs under papermill (SMOKE) and its recorded results are checked.
+
+Adding a notebook without adding a checker to ``CHECKS`` fails the suite: a notebook that
+runs but asserts nothing is not tested.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fedlab.runbook import NotebookRun, discover_notebooks, execute_notebook
+
+NOTEBOOKS = discover_notebooks()
+IDS = [nb.stem for nb in NOTEBOOKS]
+
+
+def check_quickstart(results: dict[str, Any]) -> None:
+    cfg = results["config"]
+    assert cfg["smoke"] is True
+    assert results["partition"]["non-IID (Dirichlet)"]["num_clients"] == cfg["num_clients"]
+    non_iid = results["partition"]["non-IID (Dirichlet)"]["dominant_class_share_mean"]
+    assert non_iid > results["partition"]["IID"]["dominant_class_share_mean"]
+    runs = results["runs"]
+    assert set(runs) == {"FedAvg IID", "FedAvg non-IID", "FedAvgM non-IID", "FedAdam non-IID"}
+    for name, run in runs.items():
+        acc = run["test_accuracy"]
+        assert len(acc) == cfg["rounds"], name
+        assert all(a is not None and 0.0 <= a <= 1.0 for a in acc), name
+        assert run["final_accuracy"] == acc[-1]
+        assert run["completed"] == [cfg["clients_per_round"]] * cfg["rounds"], name
+        assert all(b > 0 for b in run["bytes_up"]), name
+        # Even a smoke run learns: chance is 0.1.
+        assert max(acc) > 0.4, f"{name} did not learn: {acc}"
+    central = results["centralized"]["test_accuracy"]
+    assert max(central) > 0.7, central
+    head = results["headline"]
+    assert head["value"] == runs["FedAvg non-IID"]["final_accuracy"]
+
+
+CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "00_quickstart": check_quickstart,
+}
+
+
+def load(nb: Path) -> dict[str, Any]:
+    return json.loads(nb.read_text())
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_notebook_is_clean_and_parameterized(nb: Path) -> None:
+    book = load(nb)
+    code = [c for c in book["cells"] if c["cell_type"] == "code"]
+    params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, f"{nb.name}: needs exactly one cell tagged 'parameters'"
+    source = "".join(params[0]["source"])
+    assert "SMOKE: bool = False" in source, f"{nb.name}: parameters need 'SMOKE: bool = False'"
+    assert 'RESULTS_PATH: str = ""' in source, f"{nb.name}: parameters need RESULTS_PATH"
+    for cell in code:
+        assert not cell.get("outputs"), f"{nb.name}: committed outputs (run nbstripout)"
+        assert cell.get("execution_count") is None, f"{nb.name}: committed execution counts"
+        text = "".join(cell["source"])
+        assert "pip install" not in text and "!wget" not in text, f"{nb.name}: installs/downloads"
+    assert nb.stem in CHECKS, f"{nb.name}: add a results checker to CHECKS"
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], NotebookRun]:
+    out = tmp_path_factory.mktemp("notebooks")
+    cache: dict[Path, NotebookRun] = {}
+
+    def run(nb: Path) -> NotebookRun:
+        if nb not in cache:
+            cache[nb] = execute_notebook(nb, out, smoke=True, timeout_s=600)
+        return cache[nb]
+
+    return run
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_notebook_runs_in_smoke_mode_and_records_sane_results(nb: Path, executed) -> None:
+    run = executed(nb)
+    assert run.ok, f"{nb.name} failed: {run.error} (executed copy: {run.output})"
+    assert run.results, f"{nb.name} recorded no results"
+    assert "headline" in run.results and math.isfinite(run.results["headline"]["value"])
+    CHECKS[nb.stem](run.results)

@@ -1,0 +1,49 @@
+"""The papermill runner: failures are reported, never hidden; the report is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+
+from fedlab.runbook import execute_notebook, render_report, summary_table
+
+
+def write_notebook(path: Path, body: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell('SMOKE: bool = False\nRESULTS_PATH: str = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, path)
+    return path
+
+
+def test_results_error_and_report(tmp_path: Path) -> None:
+    good = write_notebook(
+        tmp_path / "01_good.ipynb",
+        "from fedlab.notebook import Recorder\nrec = Recorder(RESULTS_PATH)\n"
+        "rec.record('smoke', SMOKE)\nrec.headline('answer', 42.0, unit='units')",
+    )
+    bad = write_notebook(
+        tmp_path / "02_bad.ipynb",
+        "from fedlab.notebook import Recorder\nRecorder(RESULTS_PATH).record('before', 1)\n"
+        "raise ValueError('broken cell')",
+    )
+    out = tmp_path / "out"
+    ok_run = execute_notebook(good, out, smoke=True)
+    bad_run = execute_notebook(bad, out, smoke=True)
+    assert ok_run.ok and ok_run.results["smoke"] is True
+    assert ok_run.headline == "answer = 42 units"
+    assert not bad_run.ok and "ValueError: broken cell" in bad_run.error
+    assert bad_run.results == {"before": 1}  # what was recorded before the error survives
+    index = render_report([ok_run, bad_run], tmp_path / "report")
+    html = index.read_text()
+    assert "01_good.html" in html and "FAILED" in html and "broken cell" in html
+    assert (tmp_path / "report" / "01_good.html").stat().st_size > 1000
+    table = summary_table([ok_run, bad_run])
+    assert "01_good" in table and "FAILED" in table and "broken cell" in table
