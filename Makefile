@@ -41,7 +41,7 @@ lab: setup
 ## Benchmarks: print ratios measured side by side; write build/bench/*.json.
 bench: setup
 	@mkdir -p build/bench
-	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b $(QUIET); done
+	@set -e; shopt -s nullglob; for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b $(QUIET); done
 
 lint: setup
 	$(BIN)/ruff check fedlab tests benchmarks
