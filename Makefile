@@ -7,6 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.fedlab-installed
 EXTRAS := device,workbench,dev
+# Tests run in two processes (one per core); override with `make test PYTEST_ARGS=`.
+PYTEST_ARGS ?= -n 2
 
 # INFO/WARNING logs of TensorFlow's C++ core off; its ERRORs still show.
 export TF_CPP_MIN_LOG_LEVEL ?= 2

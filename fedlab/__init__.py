@@ -39,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     "build_federation": "fedlab.federated",
     "centralized_baseline": "fedlab.federated",
     "make_strategy": "fedlab.federated",
+    "make_runtime": "fedlab.federated",
+    "VectorizedRuntime": "fedlab.federated",
     # notebooks
     "record": "fedlab.notebook",
 }

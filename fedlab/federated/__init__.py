@@ -38,6 +38,10 @@ from fedlab.federated.strategies import (
 from fedlab.federated.types import ClientPlan, ClientUpdate, Envelope, RoundResult, UpdateRejected
 
 _LAZY = {
+    "VectorizedRuntime": "fedlab.federated.vectorized",
+    "FallbackWarning": "fedlab.federated.vectorized",
+    "UnsupportedModel": "fedlab.federated.vectorized",
+    "make_runtime": "fedlab.federated.vectorized",
     "KerasRuntime": "fedlab.federated.runtime",
     "build_federation": "fedlab.federated.builder",
     "centralized_baseline": "fedlab.federated.builder",
@@ -53,6 +57,7 @@ __all__ = [
     "ClientRuntime",
     "ClientUpdate",
     "Envelope",
+    "FallbackWarning",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -70,8 +75,10 @@ __all__ = [
     "RoundResult",
     "StageContext",
     "UniformSampler",
+    "UnsupportedModel",
     "UpdateRejected",
     "ValidateUpdate",
+    "VectorizedRuntime",
     "WeightedSampler",
     "add_weights",
     "batch_schedule",
@@ -79,6 +86,7 @@ __all__ = [
     "centralized_baseline",
     "client_seed",
     "latest_checkpoint",
+    "make_runtime",
     "make_strategy",
     "sample_profiles",
     "save_checkpoint",

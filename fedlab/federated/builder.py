@@ -36,11 +36,12 @@ def build_federation(
     strategy_params: dict[str, Any] | None = None,
     model_kwargs: dict[str, Any] | None = None,
     heterogeneity: float = 0.0,
+    runtime: str = "auto",
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     **config: Any,
 ) -> Federation:
-    """A ``Federation`` with the reference Keras runtime and a zoo model.
+    """A ``Federation`` on a zoo model, with the fastest runtime that supports it.
 
     Parameters
     ----------
@@ -56,6 +57,10 @@ def build_federation(
         Extra arguments of the model builder (``{"width": 0.5}``).
     heterogeneity : float
         Log-normal spread of device speeds (0 = identical devices).
+    runtime : {"auto", "vectorized", "reference"}
+        ``"auto"`` trains all clients of a round in one compiled graph when the model allows
+        it (:class:`~fedlab.federated.vectorized.VectorizedRuntime`) and otherwise falls back
+        to the reference runtime with a one-line ``FallbackWarning``.
     checkpoint_dir, resume
         See :class:`Federation`.
     **config
@@ -67,10 +72,12 @@ def build_federation(
         if isinstance(strategy, str)
         else strategy
     )
-    runtime = KerasRuntime(_model_fn(data, model, model_kwargs))
+    from fedlab.federated.vectorized import make_runtime
+
+    client_runtime = make_runtime(_model_fn(data, model, model_kwargs), kind=runtime)  # type: ignore[arg-type]
     return Federation(
         data=data,
-        runtime=runtime,
+        runtime=client_runtime,
         config=cfg,
         strategy=strat,
         profiles=sample_profiles(data.num_clients, heterogeneity=heterogeneity, seed=cfg.seed),

@@ -6,8 +6,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from fedlab.data import federated_digits  # noqa: E402
-from fedlab.federated import build_federation  # noqa: E402
+from fedlab.data import federated_digits
+from fedlab.federated import build_federation
 
 
 @pytest.mark.slow
