@@ -10,7 +10,7 @@ import numpy as np
 from fedlab.data.federated_dataset import FederatedDataset
 from fedlab.federated.history import History
 
-__all__ = ["accuracy_curves", "partition_heatmap"]
+__all__ = ["accuracy_curves", "interval_chart", "line_chart", "partition_heatmap"]
 
 
 def partition_heatmap(data: FederatedDataset, *, max_clients: int = 100, ax: Any = None) -> Any:
@@ -61,4 +61,74 @@ def accuracy_curves(
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return fig
+
+
+def line_chart(
+    x: Sequence[float] | np.ndarray,
+    series: Mapping[str, Sequence[float] | np.ndarray],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    hline: tuple[float, str] | None = None,
+    ax: Any = None,
+) -> Any:
+    """Several named series against a shared x (markers when short); optional reference line."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(7, 4))
+    else:
+        fig = ax.figure
+    for label, values in series.items():
+        values = np.asarray(values, dtype=float)
+        mask = np.isfinite(values)
+        ax.plot(
+            np.asarray(x, float)[mask],
+            values[mask],
+            label=label,
+            marker="o" if mask.sum() < 15 else None,
+        )
+    if hline is not None:
+        ax.axhline(hline[0], color="grey", linestyle="--", label=hline[1])
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def interval_chart(
+    labels: Sequence[str],
+    values: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    *,
+    ylabel: str,
+    title: str = "",
+    reference: float | None = None,
+    ax: Any = None,
+) -> Any:
+    """Point estimates with their confidence intervals (e.g. attack AUCs)."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    else:
+        fig = ax.figure
+    pos = np.arange(len(labels))
+    vals = np.asarray(values, float)
+    err = np.vstack([vals - np.asarray(lows, float), np.asarray(highs, float) - vals])
+    ax.errorbar(pos, vals, yerr=err, fmt="o", capsize=6)
+    if reference is not None:
+        ax.axhline(reference, color="grey", linestyle=":")
+    ax.set_xticks(pos, labels)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, axis="y")
     return fig

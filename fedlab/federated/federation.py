@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -45,9 +45,17 @@ from fedlab.federated.types import (
     Weights,
 )
 
-__all__ = ["ClientOutcome", "Federation"]
+__all__ = ["ClientOutcome", "Federation", "RoundGuard"]
 
 Status = Literal["completed", "dropped", "straggler", "failed", "rejected"]
+
+
+class RoundGuard(Protocol):
+    """Decides whether the next round may run."""
+
+    def before_round(self, federation: Federation, round_index: int) -> None:
+        """Raise (with a clear message) to refuse the round."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +102,9 @@ class Federation:
         Per-client local epochs (adaptive epochs); fixed by default.
     observers : iterable of Observer
         Notified of round start, client outcomes and round end.
+    guards : iterable of RoundGuard
+        Asked before every round; one that raises refuses the round before anything changes
+        (a privacy budget, a maintenance window).
     checkpoint_dir : str or Path, optional
         Folder for atomic per-round checkpoints.
     checkpoint_every : int
@@ -114,6 +125,7 @@ class Federation:
         profiles: Sequence[ClientProfile] | None = None,
         epoch_policy: EpochPolicy | None = None,
         observers: Iterable[Observer] = (),
+        guards: Iterable[RoundGuard] = (),
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 1,
         resume: bool = False,
@@ -140,6 +152,7 @@ class Federation:
         )
         self.epoch_policy: EpochPolicy = epoch_policy or FixedEpochs()
         self.observers: list[Observer] = list(observers)
+        self.guards: list[RoundGuard] = list(guards)
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self._initial = runtime.initial_weights()
@@ -181,6 +194,10 @@ class Federation:
     def add_observer(self, observer: Observer) -> None:
         """Subscribe ``observer`` to round events."""
         self.observers.append(observer)
+
+    def add_guard(self, guard: RoundGuard) -> None:
+        """Ask ``guard`` before every round."""
+        self.guards.append(guard)
 
     def fingerprint(self) -> str:
         """Identity of the experiment: data, model shapes, strategy and config."""
@@ -245,6 +262,8 @@ class Federation:
         evaluate : bool, optional
             Force (or skip) central evaluation; by default every ``config.eval_every`` rounds.
         """
+        for guard in self.guards:
+            guard.before_round(self, self._rounds_done)  # raises to refuse; nothing changed yet
         start = time.perf_counter()
         cfg, r = self.config, self._rounds_done
         errors: list[BaseException] = []
@@ -334,7 +353,9 @@ class Federation:
             reports.append((duration, cid, envelope))
 
         reports.sort(key=lambda item: (item[0], item[1]))
-        for duration, cid, _ in reports[cohort:]:
+        # With over-selection the server closes the round once the cohort has reported.
+        keep = cohort if cfg.over_selection > 0 else len(reports)
+        for duration, cid, _ in reports[keep:]:
             outcomes[cid] = ClientOutcome(
                 cid,
                 "straggler",
@@ -344,7 +365,7 @@ class Federation:
             )
         accepted: list[ClientUpdate] = []
         bytes_up = 0
-        for duration, cid, envelope in reports[:cohort]:
+        for duration, cid, envelope in reports[:keep]:
             bytes_up += envelope.nbytes
             try:
                 update = self.pipeline.receive(envelope, context)

@@ -176,6 +176,22 @@ class KerasRuntime:
                 results.append(ClientFailure(data.client_id, f"{type(exc).__name__}: {exc}"))
         return results
 
+    def per_example_loss(
+        self, weights: Weights, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Cross-entropy of every example under ``weights`` (for membership inference)."""
+        self._check_weights(weights)
+        self.model.set_weights(weights)
+        out = []
+        for i in range(0, len(y), batch_size):
+            logits = self.model(np.asarray(x[i : i + batch_size], np.float32), training=False)
+            out.append(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(
+                    labels=np.asarray(y[i : i + batch_size], np.int64), logits=logits
+                ).numpy()
+            )
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
     def evaluate(
         self, weights: Weights, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1024
     ) -> dict[str, float]:

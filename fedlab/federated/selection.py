@@ -13,6 +13,7 @@ __all__ = [
     "ClientProfile",
     "EpochPolicy",
     "FixedEpochs",
+    "PoissonSampler",
     "Sampler",
     "UniformSampler",
     "WeightedSampler",
@@ -70,6 +71,25 @@ class WeightedSampler:
             )
         p = np.asarray(self.weights, dtype=np.float64)[candidates]
         return np.sort(rng.choice(candidates, size=count, replace=False, p=p / p.sum()))
+
+
+@dataclass(frozen=True, slots=True)
+class PoissonSampler:
+    """Every candidate joins independently with probability ``q``: the cohort size varies
+    (mean q·N). This is the sampling that DP accounting with Poisson subsampling assumes;
+    ``count`` is ignored."""
+
+    q: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.q <= 1:
+            raise ValueError(f"q must be in (0, 1], got {self.q!r}")
+
+    def select(
+        self, candidates: np.ndarray, count: int, rng: np.random.Generator, round_index: int
+    ) -> np.ndarray:
+        """Independent coin flips."""
+        return np.sort(candidates[rng.random(len(candidates)) < self.q])
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,8 +43,39 @@ def check_quickstart(results: dict[str, Any]) -> None:
     assert head["value"] == runs["FedAvg non-IID"]["final_accuracy"]
 
 
+def check_privacy(results: dict[str, Any]) -> None:
+    cfg = results["config"]
+    assert cfg["smoke"] is True and 0 < cfg["delta"] < 1 / cfg["population"]
+    curves = results["epsilon_curves"]["curves"]
+    for name, values in curves.items():
+        assert values == sorted(values), f"ε must grow with rounds: {name}"
+    for fleet in {name.rsplit(" · ", 1)[0] for name in curves}:
+        pld, rdp = curves[f"{fleet} · PLD"], curves[f"{fleet} · RDP"]
+        assert all(p <= r + 1e-9 for p, r in zip(pld, rdp, strict=True)), "PLD is the tighter bound"
+    calibration = results["calibration"]
+    assert [row["target ε"] for row in calibration] == cfg["targets"]
+    zs = [row["z"] for row in calibration]
+    assert zs == sorted(zs, reverse=True), "more privacy needs more noise"
+    for row in calibration:
+        assert 0.99 * row["target ε"] <= row["achieved ε"] <= row["target ε"] * (1 + 1e-9)
+    runs = results["runs"]
+    assert runs["non-private"]["epsilon_pld"] is None  # ∞ is recorded as null
+    for name, run in runs.items():
+        assert run["rounds"] == cfg["rounds"] and 0 <= run["accuracy"] <= 1, name
+        if name != "non-private":
+            target = float(name.split("=")[1])
+            assert run["epsilon_pld"] <= target * (1 + 1e-9), name
+    for name, attack in results["attacks"].items():
+        low, high = attack["ci"]
+        assert 0 <= low <= attack["auc"] <= high <= 1, name
+        assert attack["members"] > attack["nonmembers"] > 0
+    budget = results["budget"]
+    assert "refused" in budget["refusal"] and budget["spent"] <= budget["epsilon"]
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "00_quickstart": check_quickstart,
+    "04_privacy_accounting": check_privacy,
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import fields, is_dataclass
 from typing import Any, Protocol
 
 from fedlab.federated.aggregate import weighted_mean
@@ -44,5 +44,11 @@ def mean_delta(updates: Sequence[ClientUpdate]) -> Weights:
 
 
 def strategy_to_dict(strategy: Any) -> dict[str, Any]:
-    """``{"name": …, **parameters}`` for any dataclass strategy."""
-    return {"name": strategy.name, **{k: v for k, v in asdict(strategy).items() if k != "name"}}
+    """``{"name": …, **parameters}`` for any dataclass strategy (wrapped strategies nest)."""
+    out: dict[str, Any] = {"name": strategy.name}
+    for f in fields(strategy):
+        if f.name == "name" or not f.compare:  # caches and other internals are not parameters
+            continue
+        value = getattr(strategy, f.name)
+        out[f.name] = strategy_to_dict(value) if is_dataclass(value) else value
+    return out

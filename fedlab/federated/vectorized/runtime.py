@@ -194,6 +194,12 @@ class VectorizedRuntime:
         """Central evaluation (one model, so the reference runtime does it)."""
         return self.reference.evaluate(weights, x, y, batch_size=batch_size)
 
+    def per_example_loss(
+        self, weights: Weights, x: np.ndarray, y: np.ndarray, *, batch_size: int = 1024
+    ) -> np.ndarray:
+        """Cross-entropy of every example (delegated to the reference model)."""
+        return self.reference.per_example_loss(weights, x, y, batch_size=batch_size)
+
     def _chunks(self, jobs: list[_Job], batch_size: int) -> list[list[_Job]]:
         example_bytes = 4 * int(np.prod(self.input_shape))
         ordered = sorted(jobs, key=lambda job: (len(job[2]), job[0].client_id))

@@ -1,0 +1,32 @@
+"""Differential privacy: DP-FedAvg at the aggregator, a privacy ledger on dp-accounting,
+calibration, budgets, client DP-SGD and a membership-inference attack (needs TensorFlow)."""
+
+from fedlab.privacy.accounting import (
+    PrivacyLedger,
+    epsilon_for,
+    max_rounds_for,
+    noise_multiplier_for,
+    round_event,
+)
+from fedlab.privacy.attacks import AttackResult, loss_threshold_attack, member_holdout_split
+from fedlab.privacy.dp_fedavg import DPFedAvg, clip_by_global_norm
+from fedlab.privacy.dp_sgd import DPSGDRuntime, dp_sgd_epsilon, dp_sgd_statement
+from fedlab.privacy.tracker import BudgetExceeded, PrivacyTracker
+
+__all__ = [
+    "AttackResult",
+    "BudgetExceeded",
+    "DPFedAvg",
+    "DPSGDRuntime",
+    "PrivacyLedger",
+    "PrivacyTracker",
+    "clip_by_global_norm",
+    "dp_sgd_epsilon",
+    "dp_sgd_statement",
+    "epsilon_for",
+    "loss_threshold_attack",
+    "max_rounds_for",
+    "member_holdout_split",
+    "noise_multiplier_for",
+    "round_event",
+]

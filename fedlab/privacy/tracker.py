@@ -1,0 +1,151 @@
+"""``PrivacyTracker``: a federation's ledger, kept by observing it, and its budget guard."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fedlab.federated.observers import Observer
+from fedlab.privacy.accounting import Accountant, PrivacyLedger, Sampling
+
+if TYPE_CHECKING:
+    from fedlab.federated.federation import Federation
+    from fedlab.federated.types import RoundResult
+
+__all__ = ["BudgetExceeded", "PrivacyTracker"]
+
+
+class BudgetExceeded(RuntimeError):
+    """The next round would spend more privacy than the budget allows."""
+
+
+def _dp_parameters(federation: Federation) -> tuple[float, Any]:
+    strategy = federation.strategy
+    z = getattr(strategy, "noise_multiplier", None)
+    if z is None:
+        raise TypeError(
+            f"the federation's strategy {type(strategy).__name__} adds no DP noise; wrap it in "
+            "fedlab.privacy.DPFedAvg to account for privacy"
+        )
+    return float(z), strategy.mechanism_event()  # type: ignore[attr-defined]
+
+
+@dataclass
+class PrivacyTracker(Observer):
+    """Records one client-level event per aggregated round and enforces a budget.
+
+    Parameters
+    ----------
+    population : int
+        Devices that can be sampled.
+    delta : float
+        Target δ.
+    sampling : {"fixed", "poisson"}
+        ``"fixed"`` matches the Federation's sampler (a fixed cohort without replacement,
+        RDP accountant); ``"poisson"`` accounts the cohort as Poisson sampling with
+        q = cohort/population (RDP and PLD), the assumption of most published DP-FedAvg results.
+    budget_epsilon : float, optional
+        Refuse any round after which ε would exceed this.
+    accountant : {"rdp", "pld"}, optional
+        Accountant of the budget (default: PLD when valid, else RDP).
+    """
+
+    population: int
+    delta: float
+    sampling: Sampling = "fixed"
+    budget_epsilon: float | None = None
+    accountant: Accountant | None = None
+    ledger: PrivacyLedger = field(init=False)
+    epsilons: list[tuple[int, float]] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.ledger = PrivacyLedger(self.population, self.delta, self.sampling)
+        if self.budget_epsilon is not None and not (
+            math.isfinite(self.budget_epsilon) and self.budget_epsilon > 0
+        ):
+            raise ValueError(f"budget_epsilon must be > 0, got {self.budget_epsilon!r}")
+        if self.accountant is not None and self.accountant not in self.ledger.accountants:
+            raise ValueError(
+                f"accountant {self.accountant!r} is not valid for sampling {self.sampling!r}; "
+                f"use one of {self.ledger.accountants}"
+            )
+
+    @property
+    def budget_accountant(self) -> Accountant:
+        """Accountant used for the budget and the reported ε."""
+        return self.accountant or self.ledger.accountants[-1]
+
+    def attach(self, federation: Federation) -> PrivacyTracker:
+        """Subscribe to ``federation`` (as observer and guard), replaying its history."""
+        if federation.data.num_clients != self.population:
+            raise ValueError(
+                f"tracker population {self.population} != federation population "
+                f"{federation.data.num_clients}"
+            )
+        _dp_parameters(federation)
+        from fedlab.federated.selection import PoissonSampler
+
+        poisson = isinstance(federation.sampler, PoissonSampler)
+        if (self.sampling == "poisson") != poisson:
+            raise ValueError(
+                f"accounting assumes {self.sampling!r} sampling but the federation uses "
+                f"{type(federation.sampler).__name__}; use PoissonSampler with sampling='poisson', "
+                "or a fixed cohort with sampling='fixed'"
+            )
+        for result in federation.history:
+            self._record(federation, result)
+        federation.add_observer(self)
+        federation.add_guard(self)
+        return self
+
+    def _record(self, federation: Federation, result: RoundResult) -> None:
+        if not result.completed:
+            return  # nothing aggregated, nothing released
+        z, mechanism = _dp_parameters(federation)
+        cohort = self._cohort(federation)
+        self.ledger.record_round(noise_multiplier=z, cohort=cohort, mechanism=mechanism)
+        self.epsilons.append((result.round_index, self.ledger.epsilon("rdp")))
+
+    def _cohort(self, federation: Federation) -> int:
+        """Expected clients per round: q·N for Poisson sampling, the cohort otherwise."""
+        q = getattr(federation.sampler, "q", None)
+        if self.sampling == "poisson" and q is not None:
+            return max(1, round(q * self.population))
+        return federation.config.cohort_size(self.population)
+
+    def before_round(self, federation: Federation, round_index: int) -> None:
+        """Refuse the round if it would push ε over the budget."""
+        if self.budget_epsilon is None:
+            return
+        z, mechanism = _dp_parameters(federation)
+        cohort = self._cohort(federation)
+        # RDP upper-bounds PLD: when it is within budget there is no need for the slower PLD.
+        rdp_next = self.ledger.epsilon_after_next(
+            noise_multiplier=z, cohort=cohort, mechanism=mechanism, accountant="rdp"
+        )
+        if rdp_next <= self.budget_epsilon:
+            return
+        spent = self.ledger.epsilon(self.budget_accountant)
+        nxt = rdp_next
+        if self.budget_accountant != "rdp":
+            nxt = self.ledger.epsilon_after_next(
+                noise_multiplier=z,
+                cohort=cohort,
+                mechanism=mechanism,
+                accountant=self.budget_accountant,
+            )
+        if nxt > self.budget_epsilon:
+            raise BudgetExceeded(
+                f"round {round_index + 1} refused: it would raise ε from {spent:.4g} to {nxt:.4g}, "
+                f"over the budget ε = {self.budget_epsilon:g} (δ = {self.delta:.3g}, "
+                f"{self.budget_accountant.upper()} accountant, {self.ledger.rounds} rounds spent)"
+            )
+
+    def on_round_end(self, federation: Federation, result: RoundResult) -> None:
+        """Record the round's event."""
+        self._record(federation, result)
+
+    def privacy_statement(self) -> str:
+        """The ledger's statement."""
+        return self.ledger.privacy_statement()
