@@ -67,8 +67,8 @@ class PeakRSS:
 
 def worker(method: str, rounds: int) -> dict[str, object]:
     import numpy as np
-    import tensorflow as tf
 
+    from fedlab._tf import tf
     from fedlab.data import federated_digits, federated_sensors
     from fedlab.federated import ClientPlan, KerasRuntime, VectorizedRuntime, client_seed
     from fedlab.models import build_model

@@ -8,6 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest
 
+import fedlab._tf  # noqa: F401 - tfmot before tensorflow, before any test module imports it
 from fedlab.data import FederatedDataset, federated_digits
 
 

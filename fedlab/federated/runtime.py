@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import tensorflow as tf
 
+from fedlab._tf import tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime_base import ClientFailure, ClientRuntime

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tensorflow as tf
+
+from fedlab._tf import tf
 
 __all__ = ["ParamCount", "count_params", "freeze_backbone", "split_backbone_head"]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import tensorflow as tf
+from fedlab._tf import tf
 
 __all__ = [
     "MODEL_BUILDERS",

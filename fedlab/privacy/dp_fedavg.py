@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 from tensorflow_privacy.privacy.dp_query import (
     gaussian_query,
     normalized_query,
     quantile_adaptive_clip_sum_query,
 )
 
+from fedlab._tf import tf
 from fedlab.federated.strategies import StrategyState
 from fedlab.federated.strategies.fedavg import FedAvg
 from fedlab.federated.types import ClientUpdate, Weights

@@ -13,9 +13,9 @@ from collections.abc import Callable, Sequence
 
 import dp_accounting
 import numpy as np
-import tensorflow as tf
 from dp_accounting import rdp
 
+from fedlab._tf import tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime import KerasRuntime

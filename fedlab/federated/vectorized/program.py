@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import tensorflow as tf
+from fedlab._tf import tf
 
 __all__ = ["Packing", "Program", "UnsupportedModel", "compile_program"]
 

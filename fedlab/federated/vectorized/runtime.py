@@ -18,8 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
-import tensorflow as tf
 
+from fedlab._tf import tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime import KerasRuntime

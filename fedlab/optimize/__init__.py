@@ -1,0 +1,32 @@
+"""Model compression: pruning, QAT, clustering, distillation, TFLite conversion, LiteRT
+measurements and Edge TPU checks (workbench layer: needs TensorFlow and tfmot)."""
+
+from fedlab.optimize.convert import MODES, to_tflite
+from fedlab.optimize.distill import distill
+from fedlab.optimize.edgetpu import EDGETPU_OPS, EdgeTPUReport, edgetpu_report
+from fedlab.optimize.measure import TFLiteReport, load_tflite, measure_tflite
+from fedlab.optimize.pruning import prune, sparsity_of
+from fedlab.optimize.qat import cluster, quantize_aware
+from fedlab.optimize.recipe import Recipe, RecipeResult
+from fedlab.optimize.train import clone, fit, keras_accuracy
+
+__all__ = [
+    "EDGETPU_OPS",
+    "MODES",
+    "EdgeTPUReport",
+    "Recipe",
+    "RecipeResult",
+    "TFLiteReport",
+    "clone",
+    "cluster",
+    "distill",
+    "edgetpu_report",
+    "fit",
+    "keras_accuracy",
+    "load_tflite",
+    "measure_tflite",
+    "prune",
+    "quantize_aware",
+    "sparsity_of",
+    "to_tflite",
+]

@@ -1,0 +1,89 @@
+"""TFLite conversion: float32, dynamic-range, float16 and full-integer int8.
+
+Models are converted from a concrete function with a **static batch of 1** (the Edge TPU
+and most microcontroller runtimes need static shapes); the LiteRT measurements in
+:mod:`fedlab.optimize.measure` run them one example at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from fedlab._tf import tf
+
+__all__ = ["MODES", "to_tflite"]
+
+Mode = Literal["float32", "dynamic", "float16", "int8"]
+MODES: tuple[str, ...] = ("float32", "dynamic", "float16", "int8")
+
+
+def _check_representative(model: tf.keras.Model, data: np.ndarray) -> np.ndarray:
+    expected = tuple(int(d) for d in model.input_shape[1:])
+    if not isinstance(data, np.ndarray):
+        raise TypeError(f"representative data must be a numpy array, got {type(data).__name__}")
+    if not np.issubdtype(data.dtype, np.floating):
+        raise TypeError(f"representative data must be floating point, got dtype {data.dtype}")
+    if data.ndim != len(expected) + 1 or tuple(data.shape[1:]) != expected:
+        raise ValueError(
+            f"representative data has shape {data.shape}, "
+            f"the model input is (n, {', '.join(map(str, expected))})"
+        )
+    if len(data) == 0:
+        raise ValueError("representative data is empty")
+    if not np.isfinite(data).all():
+        raise ValueError("representative data contains NaN or Inf")
+    return data.astype(np.float32)
+
+
+def to_tflite(
+    model: tf.keras.Model,
+    *,
+    mode: Mode = "float32",
+    representative: np.ndarray | None = None,
+    int8_io: bool = False,
+    samples: int = 200,
+) -> bytes:
+    """Convert a Keras model to a ``.tflite`` flatbuffer.
+
+    Parameters
+    ----------
+    mode : {"float32", "dynamic", "float16", "int8"}
+        ``"dynamic"`` stores int8 weights and computes in float; ``"int8"`` is full-integer
+        quantization calibrated on ``representative`` (builtin int8 ops only).
+    representative : np.ndarray
+        Training examples for int8 calibration, shaped like the model input.
+    int8_io : bool
+        With ``"int8"``: int8 input and output tensors too (what the Edge TPU needs).
+    samples : int
+        Calibration examples used (the first ``samples``).
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    shape = [1, *(int(d) for d in model.input_shape[1:])]
+    function = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+        tf.TensorSpec(shape, tf.float32)
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    if mode != "float32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if mode == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if mode == "int8":
+        if representative is None:
+            raise ValueError("int8 quantization needs representative data (training examples)")
+        data = _check_representative(model, representative)[:samples]
+
+        def calibration():
+            for example in data:
+                yield [example[None]]
+
+        converter.representative_dataset = calibration
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if int8_io:
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+    elif int8_io:
+        raise ValueError(f"int8_io needs mode='int8', got mode={mode!r}")
+    return bytes(converter.convert())

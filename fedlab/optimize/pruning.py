@@ -1,0 +1,78 @@
+"""Magnitude pruning with tfmot: polynomial-decay schedule or 2:4 structured sparsity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fedlab._tf import import_tfmot, tf
+from fedlab.optimize.train import clone, fit
+
+tfmot = import_tfmot()
+
+__all__ = ["prune", "sparsity_of"]
+
+
+def prune(
+    model: tf.keras.Model,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    sparsity: float,
+    epochs: int = 2,
+    batch_size: int = 32,
+    learning_rate: float = 1e-3,
+    structured_2_4: bool = False,
+) -> tf.keras.Model:
+    """Prune the kernels of ``model`` to ``sparsity`` while fine-tuning; returns a stripped copy.
+
+    Parameters
+    ----------
+    sparsity : float
+        Target fraction of zero weights, in [0, 1). Ignored with ``structured_2_4`` (which is
+        exactly 50 %: two of every four consecutive input weights are zero).
+    epochs : int
+        Fine-tuning epochs; sparsity ramps up polynomially over the first 70 % of steps.
+    """
+    if not isinstance(sparsity, int | float) or not 0 <= sparsity < 1:
+        raise ValueError(f"sparsity must be in [0, 1), got {sparsity!r}")
+    if epochs < 1:
+        raise ValueError(f"pruning needs at least one fine-tuning epoch, got {epochs!r}")
+    steps = math.ceil(len(x) / batch_size) * epochs
+    if structured_2_4:
+        wrapped = tfmot.sparsity.keras.prune_low_magnitude(clone(model), sparsity_m_by_n=(2, 4))
+    else:
+        schedule = tfmot.sparsity.keras.PolynomialDecay(
+            initial_sparsity=0.0,
+            final_sparsity=float(sparsity),
+            begin_step=0,
+            end_step=max(1, int(0.7 * steps)),
+            frequency=max(1, steps // 20),
+        )
+        wrapped = tfmot.sparsity.keras.prune_low_magnitude(clone(model), pruning_schedule=schedule)
+    fit(
+        wrapped,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+    )
+    return tfmot.sparsity.keras.strip_pruning(wrapped)
+
+
+def sparsity_of(model: tf.keras.Model) -> float:
+    """Fraction of exact zeros among the kernels of Dense and convolution layers."""
+    zeros = total = 0
+    for layer in model.layers:
+        if isinstance(
+            layer, tf.keras.layers.Dense | tf.keras.layers.Conv1D | tf.keras.layers.Conv2D
+        ):
+            kernel = layer.get_weights()[0]
+            zeros += int(np.sum(kernel == 0))
+            total += kernel.size
+    if total == 0:
+        raise ValueError(f"model {model.name!r} has no Dense or convolution kernels")
+    return zeros / total

@@ -1,0 +1,115 @@
+"""Recipes: compose compression steps and return one row of a comparison table."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from fedlab._tf import tf
+from fedlab.optimize.convert import MODES, Mode, to_tflite
+from fedlab.optimize.edgetpu import edgetpu_report
+from fedlab.optimize.measure import measure_tflite
+from fedlab.optimize.pruning import prune, sparsity_of
+from fedlab.optimize.qat import cluster, quantize_aware
+
+__all__ = ["Recipe", "RecipeResult"]
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """prune → cluster → quantization-aware training → TFLite conversion, each optional.
+
+    Example: ``Recipe("prune75+cluster16+int8", prune=0.75, cluster=16, mode="int8")``.
+    """
+
+    name: str
+    prune: float | None = None
+    structured_2_4: bool = False
+    cluster: int | None = None
+    qat: bool = False
+    mode: Mode = "float32"
+    int8_io: bool = False
+    fine_tune_epochs: int = 2
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.prune is not None and not 0 <= self.prune < 1:
+            raise ValueError(f"prune sparsity must be in [0, 1), got {self.prune!r}")
+        if self.qat and self.mode != "int8":
+            raise ValueError("QAT produces an int8 model: use mode='int8'")
+
+    def apply(self, model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> tf.keras.Model:
+        """The Keras model after the training-time steps (pruning, clustering, QAT)."""
+        out = model
+        epochs = self.fine_tune_epochs
+        if self.prune is not None or self.structured_2_4:
+            out = prune(
+                out,
+                x,
+                y,
+                sparsity=self.prune or 0.5,
+                epochs=epochs,
+                structured_2_4=self.structured_2_4,
+            )
+        if self.cluster is not None:
+            out = cluster(
+                out,
+                x,
+                y,
+                clusters=self.cluster,
+                epochs=epochs,
+                preserve_sparsity=self.prune is not None or self.structured_2_4,
+            )
+        if self.qat:
+            out = quantize_aware(out, x, y, epochs=epochs)
+        return out
+
+    def run(
+        self,
+        model: tf.keras.Model,
+        train: tuple[np.ndarray, np.ndarray],
+        test: tuple[np.ndarray, np.ndarray],
+        *,
+        latency_runs: int = 200,
+    ) -> RecipeResult:
+        """Apply the recipe to a trained model, convert, and measure through LiteRT."""
+        x, y = train
+        tuned = self.apply(model, x, y)
+        data = to_tflite(
+            tuned,
+            mode=self.mode,
+            representative=x if self.mode == "int8" else None,
+            int8_io=self.int8_io,
+        )
+        report = measure_tflite(data, test[0], test[1], latency_runs=latency_runs)
+        tpu = edgetpu_report(data)
+        sparsity = sparsity_of(tuned) if not self.qat else float("nan")
+        row = {
+            "recipe": self.name,
+            "accuracy": report.accuracy,
+            "size_kb": report.size_bytes / 1024,
+            "gzip_kb": report.gzip_bytes / 1024,
+            "latency_ms": report.latency_ms_median,
+            "latency_p90_ms": report.latency_ms_p90,
+            "sparsity": sparsity,
+            "edge_tpu_ready": tpu.ready,
+        }
+        return RecipeResult(self, row, data, report, tpu)
+
+
+@dataclass(frozen=True, slots=True)
+class RecipeResult:
+    """A recipe's measured row, its ``.tflite`` bytes and the full reports."""
+
+    recipe: Recipe
+    row: dict[str, Any]
+    tflite: bytes
+    report: Any
+    edgetpu: Any
+
+    def to_dict(self) -> dict[str, Any]:
+        """Row plus the recipe's parameters."""
+        return {**self.row, "params": asdict(self.recipe)}
