@@ -68,7 +68,7 @@ class PeakRSS:
 def worker(method: str, rounds: int) -> dict[str, object]:
     import numpy as np
 
-    from fedlab._tf import tf
+    from fedlab._tf import keras, tf
     from fedlab.data import federated_digits, federated_sensors
     from fedlab.federated import ClientPlan, KerasRuntime, VectorizedRuntime, client_seed
     from fedlab.models import build_model
@@ -109,7 +109,7 @@ def worker(method: str, rounds: int) -> dict[str, object]:
 
     data = federated_digits(num_clients=100, alpha=0.5, seed=0)
 
-    def model_fn() -> tf.keras.Model:
+    def model_fn() -> keras.Model:
         return build_model("digits_cnn", (8, 8, 1), 10, seed=0)
 
     out: dict[str, object] = {
@@ -120,8 +120,8 @@ def worker(method: str, rounds: int) -> dict[str, object]:
     if method in ("naive", "floor"):
         model = model_fn()
         model.compile(
-            optimizer=tf.keras.optimizers.SGD(0.05),
-            loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            optimizer=keras.optimizers.SGD(0.05),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         )
         w = model.get_weights()
         union = data.union()

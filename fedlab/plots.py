@@ -10,7 +10,7 @@ import numpy as np
 from fedlab.data.federated_dataset import FederatedDataset
 from fedlab.federated.history import History
 
-__all__ = ["accuracy_curves", "interval_chart", "line_chart", "partition_heatmap"]
+__all__ = ["accuracy_curves", "interval_chart", "line_chart", "partition_heatmap", "scatter_chart"]
 
 
 def partition_heatmap(data: FederatedDataset, *, max_clients: int = 100, ax: Any = None) -> Any:
@@ -131,4 +131,36 @@ def interval_chart(
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, axis="y")
+    return fig
+
+
+def scatter_chart(
+    points: Mapping[str, Sequence[tuple[str, float, float]]],
+    *,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    logx: bool = False,
+    ax: Any = None,
+) -> Any:
+    """Labelled points, one marker style per group: ``{group: [(label, x, y), …]}``."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+    else:
+        fig = ax.figure
+    for group, items in points.items():
+        xs = [x for _, x, _ in items]
+        ys = [y for _, _, y in items]
+        ax.scatter(xs, ys, label=group)
+        for label, x, y in items:
+            ax.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
     return fig

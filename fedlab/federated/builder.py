@@ -19,11 +19,23 @@ from fedlab.federated.types import ClientPlan
 __all__ = ["build_federation", "centralized_baseline"]
 
 
-def _model_fn(data: FederatedDataset, model: str, model_kwargs: dict[str, Any] | None) -> Any:
-    from fedlab.models import build_model
+def _model_fn(
+    data: FederatedDataset,
+    model: str,
+    model_kwargs: dict[str, Any] | None,
+    *,
+    initial_weights: Any = None,
+    head_only: bool = False,
+) -> Any:
+    from fedlab.models import build_model, freeze_backbone
 
     def build() -> Any:
-        return build_model(model, data.input_shape, data.num_classes, **(model_kwargs or {}))
+        built = build_model(model, data.input_shape, data.num_classes, **(model_kwargs or {}))
+        if initial_weights is not None:
+            built.set_weights(list(initial_weights))
+        if head_only:
+            freeze_backbone(built)
+        return built
 
     return build
 
@@ -37,6 +49,8 @@ def build_federation(
     model_kwargs: dict[str, Any] | None = None,
     heterogeneity: float = 0.0,
     runtime: str = "auto",
+    initial_weights: Any = None,
+    head_only: bool = False,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     **config: Any,
@@ -61,6 +75,10 @@ def build_federation(
         ``"auto"`` trains all clients of a round in one compiled graph when the model allows
         it (:class:`~fedlab.federated.vectorized.VectorizedRuntime`) and otherwise falls back
         to the reference runtime with a one-line ``FallbackWarning``.
+    initial_weights : sequence of arrays, optional
+        Start from these weights (a pretrained model) instead of the seeded initialization.
+    head_only : bool
+        Freeze the backbone: clients train (and upload changes to) only the head.
     checkpoint_dir, resume
         See :class:`Federation`.
     **config
@@ -74,7 +92,10 @@ def build_federation(
     )
     from fedlab.federated.vectorized import make_runtime
 
-    client_runtime = make_runtime(_model_fn(data, model, model_kwargs), kind=runtime)  # type: ignore[arg-type]
+    model_fn = _model_fn(
+        data, model, model_kwargs, initial_weights=initial_weights, head_only=head_only
+    )
+    client_runtime = make_runtime(model_fn, kind=runtime)  # type: ignore[arg-type]
     return Federation(
         data=data,
         runtime=client_runtime,

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime_base import ClientFailure, ClientRuntime
@@ -32,16 +32,12 @@ class KerasRuntime:
         Enable TensorFlow's op determinism, so the same seed gives the same weights.
     """
 
-    def __init__(
-        self, model_fn: Callable[[], tf.keras.Model], *, deterministic: bool = True
-    ) -> None:
+    def __init__(self, model_fn: Callable[[], keras.Model], *, deterministic: bool = True) -> None:
         if deterministic:
             tf.config.experimental.enable_op_determinism()
         self.model = model_fn()
-        if not isinstance(self.model, tf.keras.Model):
-            raise TypeError(
-                f"model_fn must return a tf.keras.Model, got {type(self.model).__name__}"
-            )
+        if not isinstance(self.model, keras.Model):
+            raise TypeError(f"model_fn must return a keras.Model, got {type(self.model).__name__}")
         self._initial = tuple(w.astype(np.float32) for w in self.model.get_weights())
         self.input_shape = tuple(int(d) for d in self.model.input_shape[1:])
         train_vars = self.model.trainable_variables

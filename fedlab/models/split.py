@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras
 
 __all__ = ["ParamCount", "count_params", "freeze_backbone", "split_backbone_head"]
 
@@ -29,14 +29,14 @@ class ParamCount:
         return 4 * self.trainable
 
 
-def count_params(model: tf.keras.Model) -> ParamCount:
+def count_params(model: keras.Model) -> ParamCount:
     """Count trainable and non-trainable parameters (respecting frozen layers)."""
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     frozen = sum(int(np.prod(w.shape)) for w in model.non_trainable_weights)
     return ParamCount(trainable, frozen)
 
 
-def _head(model: tf.keras.Model) -> tf.keras.layers.Layer:
+def _head(model: keras.Model) -> keras.layers.Layer:
     try:
         return model.get_layer("head")
     except ValueError:
@@ -45,7 +45,7 @@ def _head(model: tf.keras.Model) -> tf.keras.layers.Layer:
         ) from None
 
 
-def split_backbone_head(model: tf.keras.Model) -> tuple[tf.keras.Model, tf.keras.Model]:
+def split_backbone_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     """Split a zoo model into ``(backbone, head)`` sharing the same layer objects.
 
     ``backbone`` maps inputs to the embedding; ``head`` maps an embedding to logits, so
@@ -53,13 +53,13 @@ def split_backbone_head(model: tf.keras.Model) -> tuple[tf.keras.Model, tf.keras
     """
     head_layer = _head(model)
     embedding = head_layer.input
-    backbone = tf.keras.Model(model.inputs, embedding, name=f"{model.name}_backbone")
-    emb_input = tf.keras.Input(shape=tuple(embedding.shape[1:]), name="embedding_in")
-    head = tf.keras.Model(emb_input, head_layer(emb_input), name=f"{model.name}_head")
+    backbone = keras.Model(model.inputs, embedding, name=f"{model.name}_backbone")
+    emb_input = keras.Input(shape=tuple(embedding.shape[1:]), name="embedding_in")
+    head = keras.Model(emb_input, head_layer(emb_input), name=f"{model.name}_head")
     return backbone, head
 
 
-def freeze_backbone(model: tf.keras.Model, *, frozen: bool = True) -> tf.keras.Model:
+def freeze_backbone(model: keras.Model, *, frozen: bool = True) -> keras.Model:
     """Make every layer but the head (non-)trainable, in place; returns ``model``.
 
     Head-only fine-tuning trains and uploads just the head's weights, which is what a

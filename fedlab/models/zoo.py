@@ -1,6 +1,6 @@
 """Compact Keras models for on-device learning, each split into a backbone and a head.
 
-Every model is a functional ``tf.keras.Model`` whose output is **logits** (no softmax; the
+Every model is a functional ``keras.Model`` whose output is **logits** (no softmax; the
 losses use ``from_logits``) and whose last layer is a ``Dense`` named ``"head"``. Everything
 before it is the backbone; its output, the layer named ``"embedding"``, is what a Coral Edge
 TPU computes in head-only deployments.
@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 
 __all__ = [
     "MODEL_BUILDERS",
@@ -22,7 +22,7 @@ __all__ = [
     "tiny_transformer",
 ]
 
-layers = tf.keras.layers
+layers = keras.layers
 
 
 def _check_shape(input_shape: tuple[int, ...], rank: int, name: str) -> tuple[int, ...]:
@@ -40,27 +40,39 @@ def _check_classes(num_classes: int) -> None:
 
 
 def digits_cnn(
-    input_shape: tuple[int, ...] = (8, 8, 1), num_classes: int = 10, *, seed: int = 0
-) -> tf.keras.Model:
-    """A small CNN for 8×8 digits (about 40k parameters).
+    input_shape: tuple[int, ...] = (8, 8, 1),
+    num_classes: int = 10,
+    *,
+    width: float = 1.0,
+    seed: int = 0,
+) -> keras.Model:
+    """A small CNN for 8×8 digits (about 40k parameters at ``width=1``).
 
-    conv 3×3 ×16 → conv 3×3 ×32 → max-pool 2 → dense 64 (embedding) → dense (head).
+    conv 3×3 ×16 → conv 3×3 ×32 → max-pool 2 → dense 64 (embedding) → dense (head), every
+    channel and unit count scaled by ``width`` (a narrow student for distillation).
     """
     shape = _check_shape(input_shape, 3, "digits_cnn")
     _check_classes(num_classes)
-    init = tf.keras.initializers.GlorotUniform
-    inputs = tf.keras.Input(shape=shape, name="image")
-    h = layers.Conv2D(16, 3, padding="same", activation="relu", kernel_initializer=init(seed))(
+    if not 0 < width <= 4:
+        raise ValueError(f"width must be in (0, 4], got {width!r}")
+
+    def n(units: int) -> int:
+        return max(2, round(units * width))
+
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input(shape=shape, name="image")
+    relu = "relu"
+    h = layers.Conv2D(n(16), 3, padding="same", activation=relu, kernel_initializer=init(seed))(
         inputs
     )
-    h = layers.Conv2D(32, 3, padding="same", activation="relu", kernel_initializer=init(seed + 1))(
+    h = layers.Conv2D(n(32), 3, padding="same", activation=relu, kernel_initializer=init(seed + 1))(
         h
     )
     h = layers.MaxPooling2D(2)(h)
     h = layers.Flatten()(h)
-    h = layers.Dense(64, activation="relu", kernel_initializer=init(seed + 2), name="embedding")(h)
+    h = layers.Dense(n(64), activation=relu, kernel_initializer=init(seed + 2), name="embedding")(h)
     outputs = layers.Dense(num_classes, kernel_initializer=init(seed + 3), name="head")(h)
-    return tf.keras.Model(inputs, outputs, name="digits_cnn")
+    return keras.Model(inputs, outputs, name="digits_cnn")
 
 
 def mobilenet_tiny(
@@ -70,7 +82,7 @@ def mobilenet_tiny(
     width: float = 1.0,
     blocks: int = 4,
     seed: int = 0,
-) -> tf.keras.Model:
+) -> keras.Model:
     """A MobileNet-style CNN of depthwise-separable blocks with a width multiplier.
 
     Stem conv 3×3/2 → ``blocks`` × (depthwise 3×3 → BN → ReLU6 → pointwise 1×1 → BN → ReLU6),
@@ -83,12 +95,12 @@ def mobilenet_tiny(
         raise ValueError(f"width must be in (0, 4], got {width!r}")
     if not isinstance(blocks, int) or blocks < 1:
         raise ValueError(f"blocks must be a positive int, got {blocks!r}")
-    init = tf.keras.initializers.GlorotUniform
+    init = keras.initializers.GlorotUniform
 
     def ch(n: int) -> int:
         return max(8, round(n * width / 8) * 8)
 
-    inputs = tf.keras.Input(shape=shape, name="image")
+    inputs = keras.Input(shape=shape, name="image")
     stem_stride = 2 if min(shape[:2]) >= 16 else 1
     h = layers.Conv2D(
         ch(16),
@@ -120,12 +132,12 @@ def mobilenet_tiny(
         h = layers.ReLU(6.0)(h)
     h = layers.GlobalAveragePooling2D(name="embedding")(h)
     outputs = layers.Dense(num_classes, kernel_initializer=init(seed + 1), name="head")(h)
-    return tf.keras.Model(inputs, outputs, name=f"mobilenet_tiny_w{width:g}")
+    return keras.Model(inputs, outputs, name=f"mobilenet_tiny_w{width:g}")
 
 
 def sensor_cnn1d(
     input_shape: tuple[int, ...] = (100, 3), num_classes: int = 6, *, seed: int = 0
-) -> tf.keras.Model:
+) -> keras.Model:
     """A 1-D CNN for accelerometer windows (about 7k parameters).
 
     conv1d 5 ×16 /2 → conv1d 5 ×32 /2 → conv1d 3 ×32 → global average pool → dense 32
@@ -133,8 +145,8 @@ def sensor_cnn1d(
     """
     shape = _check_shape(input_shape, 2, "sensor_cnn1d")
     _check_classes(num_classes)
-    init = tf.keras.initializers.GlorotUniform
-    inputs = tf.keras.Input(shape=shape, name="window")
+    init = keras.initializers.GlorotUniform
+    inputs = keras.Input(shape=shape, name="window")
     h = layers.Conv1D(
         16, 5, strides=2, padding="same", activation="relu", kernel_initializer=init(seed)
     )(inputs)
@@ -147,10 +159,10 @@ def sensor_cnn1d(
     h = layers.GlobalAveragePooling1D()(h)
     h = layers.Dense(32, activation="relu", kernel_initializer=init(seed + 3), name="embedding")(h)
     outputs = layers.Dense(num_classes, kernel_initializer=init(seed + 4), name="head")(h)
-    return tf.keras.Model(inputs, outputs, name="sensor_cnn1d")
+    return keras.Model(inputs, outputs, name="sensor_cnn1d")
 
 
-class _PositionEmbedding(tf.keras.layers.Layer):
+class _PositionEmbedding(keras.layers.Layer):
     """Learned absolute position embedding added to a (batch, steps, dim) sequence."""
 
     def __init__(self, steps: int, dim: int, seed: int = 0, **kwargs: Any) -> None:
@@ -161,7 +173,7 @@ class _PositionEmbedding(tf.keras.layers.Layer):
         self.table = self.add_weight(
             name="table",
             shape=(self.steps, self.dim),
-            initializer=tf.keras.initializers.RandomNormal(stddev=0.02, seed=self.seed),
+            initializer=keras.initializers.RandomNormal(stddev=0.02, seed=self.seed),
         )
 
     def call(self, x: tf.Tensor) -> tf.Tensor:
@@ -180,7 +192,7 @@ def tiny_transformer(
     layers_: int = 1,
     patch: int = 5,
     seed: int = 0,
-) -> tf.keras.Model:
+) -> keras.Model:
     """A tiny transformer encoder for sequences (a "transformer-lite" for sensor data).
 
     Non-overlapping patches of ``patch`` steps are projected to ``dim``, a learned position
@@ -193,9 +205,9 @@ def tiny_transformer(
         raise ValueError(f"sequence length {steps} is not a multiple of patch={patch!r}")
     if dim % heads:
         raise ValueError(f"dim={dim!r} is not divisible by heads={heads!r}")
-    init = tf.keras.initializers.GlorotUniform
+    init = keras.initializers.GlorotUniform
     tokens = steps // patch
-    inputs = tf.keras.Input(shape=(steps, features), name="sequence")
+    inputs = keras.Input(shape=(steps, features), name="sequence")
     h = layers.Reshape((tokens, patch * features))(inputs)
     h = layers.Dense(dim, kernel_initializer=init(seed))(h)
     h = _PositionEmbedding(tokens, dim, seed=seed + 1)(h)
@@ -212,10 +224,10 @@ def tiny_transformer(
     h = layers.LayerNormalization(epsilon=1e-5)(h)
     h = layers.GlobalAveragePooling1D(name="embedding")(h)
     outputs = layers.Dense(num_classes, kernel_initializer=init(seed + 2), name="head")(h)
-    return tf.keras.Model(inputs, outputs, name="tiny_transformer")
+    return keras.Model(inputs, outputs, name="tiny_transformer")
 
 
-MODEL_BUILDERS: dict[str, Callable[..., tf.keras.Model]] = {
+MODEL_BUILDERS: dict[str, Callable[..., keras.Model]] = {
     "digits_cnn": digits_cnn,
     "mobilenet_tiny": mobilenet_tiny,
     "sensor_cnn1d": sensor_cnn1d,
@@ -225,7 +237,7 @@ MODEL_BUILDERS: dict[str, Callable[..., tf.keras.Model]] = {
 
 def build_model(
     name: str, input_shape: tuple[int, ...], num_classes: int, **kwargs: Any
-) -> tf.keras.Model:
+) -> keras.Model:
     """Build a zoo model by name (``"digits_cnn"``, ``"mobilenet_tiny"``, ``"sensor_cnn1d"``,
     ``"tiny_transformer"``) for the given input shape and class count."""
     try:

@@ -7,7 +7,7 @@ from fedlab.optimize.edgetpu import EDGETPU_OPS, EdgeTPUReport, edgetpu_report
 from fedlab.optimize.measure import TFLiteReport, load_tflite, measure_tflite
 from fedlab.optimize.pruning import prune, sparsity_of
 from fedlab.optimize.qat import cluster, quantize_aware
-from fedlab.optimize.recipe import Recipe, RecipeResult
+from fedlab.optimize.recipe import Recipe, RecipeResult, compare, standard_recipes
 from fedlab.optimize.train import clone, fit, keras_accuracy
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "TFLiteReport",
     "clone",
     "cluster",
+    "compare",
     "distill",
     "edgetpu_report",
     "fit",
@@ -28,5 +29,6 @@ __all__ = [
     "prune",
     "quantize_aware",
     "sparsity_of",
+    "standard_recipes",
     "to_tflite",
 ]

@@ -7,11 +7,16 @@ and most microcontroller runtimes need static shapes); the LiteRT measurements i
 
 from __future__ import annotations
 
-from typing import Literal
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import Any, Literal
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 
 __all__ = ["MODES", "to_tflite"]
 
@@ -19,7 +24,7 @@ Mode = Literal["float32", "dynamic", "float16", "int8"]
 MODES: tuple[str, ...] = ("float32", "dynamic", "float16", "int8")
 
 
-def _check_representative(model: tf.keras.Model, data: np.ndarray) -> np.ndarray:
+def _check_representative(model: keras.Model, data: np.ndarray) -> np.ndarray:
     expected = tuple(int(d) for d in model.input_shape[1:])
     if not isinstance(data, np.ndarray):
         raise TypeError(f"representative data must be a numpy array, got {type(data).__name__}")
@@ -38,7 +43,7 @@ def _check_representative(model: tf.keras.Model, data: np.ndarray) -> np.ndarray
 
 
 def to_tflite(
-    model: tf.keras.Model,
+    model: keras.Model,
     *,
     mode: Mode = "float32",
     representative: np.ndarray | None = None,
@@ -86,4 +91,30 @@ def to_tflite(
             converter.inference_output_type = tf.int8
     elif int8_io:
         raise ValueError(f"int8_io needs mode='int8', got mode={mode!r}")
-    return bytes(converter.convert())
+    with _captured_stderr() as log:
+        try:
+            return bytes(converter.convert())
+        except Exception as exc:
+            raise RuntimeError(
+                f"TFLite conversion failed: {exc}\nconverter log:\n{log.read()}"
+            ) from exc
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[Any]:
+    """Send file descriptor 2 to a temporary file for the duration.
+
+    The MLIR converter prints pages of per-op summaries straight to stderr from C++
+    (Python's ``sys.stderr`` never sees them). They are kept, and shown when the
+    conversion fails, instead of flooding every notebook and test log.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield log
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)

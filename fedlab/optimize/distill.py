@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 
 __all__ = ["distill"]
 
 
 def distill(
-    teacher: tf.keras.Model,
-    student: tf.keras.Model,
+    teacher: keras.Model,
+    student: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -22,7 +22,7 @@ def distill(
     batch_size: int = 32,
     learning_rate: float = 1e-3,
     seed: int = 0,
-) -> tf.keras.Model:
+) -> keras.Model:
     """Train ``student`` in place on ``α·CE(y) + (1 − α)·T²·KL(teacher_T ‖ student_T)``.
 
     Both models output logits; the teacher is frozen. Returns the student.
@@ -35,8 +35,8 @@ def distill(
         raise ValueError(
             f"teacher has {teacher.output_shape[-1]} outputs, student {student.output_shape[-1]}"
         )
-    tf.keras.utils.set_random_seed(seed)
-    optimizer = tf.keras.optimizers.Adam(learning_rate)
+    keras.utils.set_random_seed(seed)
+    optimizer = keras.optimizers.Adam(learning_rate)
     soft_targets = tf.nn.softmax(teacher.predict(x, batch_size=512, verbose=0) / temperature)
 
     @tf.function

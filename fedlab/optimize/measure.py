@@ -36,10 +36,15 @@ class TFLiteReport:
     tensor_types: dict[str, int] = field(default_factory=dict)
 
 
-def _interpreter(data: bytes, threads: int = 1):
-    from ai_edge_litert.interpreter import Interpreter
+def _interpreter(data: bytes, threads: int = 1, *, delegates: bool = True):
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=data, num_threads=threads)
+    resolver = (
+        OpResolverType.AUTO if delegates else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    interpreter = Interpreter(
+        model_content=data, num_threads=threads, experimental_op_resolver_type=resolver
+    )
     interpreter.allocate_tensors()
     return interpreter
 

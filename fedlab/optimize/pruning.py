@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from fedlab._tf import import_tfmot, tf
+from fedlab._tf import import_tfmot, keras
 from fedlab.optimize.train import clone, fit
 
 tfmot = import_tfmot()
@@ -15,7 +15,7 @@ __all__ = ["prune", "sparsity_of"]
 
 
 def prune(
-    model: tf.keras.Model,
+    model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -24,7 +24,7 @@ def prune(
     batch_size: int = 32,
     learning_rate: float = 1e-3,
     structured_2_4: bool = False,
-) -> tf.keras.Model:
+) -> keras.Model:
     """Prune the kernels of ``model`` to ``sparsity`` while fine-tuning; returns a stripped copy.
 
     Parameters
@@ -41,7 +41,24 @@ def prune(
         raise ValueError(f"pruning needs at least one fine-tuning epoch, got {epochs!r}")
     steps = math.ceil(len(x) / batch_size) * epochs
     if structured_2_4:
-        wrapped = tfmot.sparsity.keras.prune_low_magnitude(clone(model), sparsity_m_by_n=(2, 4))
+        # tfmot's m-by-n sparsity handles 2-D (Dense) and 4-D (Conv2D) kernels only; other
+        # layers (Conv1D, depthwise) stay dense.
+        base = clone(model)
+
+        def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+            kernel = getattr(layer, "kernel", None)
+            if (
+                isinstance(layer, keras.layers.Dense | keras.layers.Conv2D)
+                and not isinstance(layer, keras.layers.DepthwiseConv2D)
+                and kernel is not None
+                and len(kernel.shape) in (2, 4)
+            ):
+                return tfmot.sparsity.keras.prune_low_magnitude(layer, sparsity_m_by_n=(2, 4))
+            return layer
+
+        # As in tfmot's guide: the returned layers are base's own (weights included), so no
+        # set_weights; base is a private copy.
+        wrapped = keras.models.clone_model(base, clone_function=wrap)
     else:
         schedule = tfmot.sparsity.keras.PolynomialDecay(
             initial_sparsity=0.0,
@@ -63,13 +80,11 @@ def prune(
     return tfmot.sparsity.keras.strip_pruning(wrapped)
 
 
-def sparsity_of(model: tf.keras.Model) -> float:
+def sparsity_of(model: keras.Model) -> float:
     """Fraction of exact zeros among the kernels of Dense and convolution layers."""
     zeros = total = 0
     for layer in model.layers:
-        if isinstance(
-            layer, tf.keras.layers.Dense | tf.keras.layers.Conv1D | tf.keras.layers.Conv2D
-        ):
+        if isinstance(layer, keras.layers.Dense | keras.layers.Conv1D | keras.layers.Conv2D):
             kernel = layer.get_weights()[0]
             zeros += int(np.sum(kernel == 0))
             total += kernel.size

@@ -3,19 +3,63 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import numpy as np
 
-from fedlab._tf import import_tfmot, tf
+from fedlab._tf import import_tfmot, keras
 from fedlab.optimize.train import clone, fit
 
 tfmot = import_tfmot()
 
-__all__ = ["cluster", "quantize_aware"]
+__all__ = ["ConvQuantizeConfig", "cluster", "quantize_aware"]
+
+
+_QuantizeConfig: Any = tfmot.quantization.keras.QuantizeConfig
+
+
+class ConvQuantizeConfig(_QuantizeConfig):
+    """8-bit config for convolutions tfmot has no default for (Conv1D): a symmetric per-tensor
+    kernel quantizer and an asymmetric moving-average quantizer on the activation, the
+    same scheme tfmot's default registry uses for Conv2D."""
+
+    def get_weights_and_quantizers(self, layer):
+        quantizers = tfmot.quantization.keras.quantizers
+        return [
+            (
+                layer.kernel,
+                quantizers.LastValueQuantizer(
+                    num_bits=8, symmetric=True, narrow_range=False, per_axis=False
+                ),
+            )
+        ]
+
+    def get_activations_and_quantizers(self, layer):
+        quantizers = tfmot.quantization.keras.quantizers
+        return [
+            (
+                layer.activation,
+                quantizers.MovingAverageQuantizer(
+                    num_bits=8, symmetric=False, narrow_range=False, per_axis=False
+                ),
+            )
+        ]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        layer.kernel = quantize_weights[0]
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        layer.activation = quantize_activations[0]
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self) -> dict[str, Any]:
+        return {}
 
 
 def quantize_aware(
-    model: tf.keras.Model,
+    model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -23,7 +67,7 @@ def quantize_aware(
     layers: Collection[str] | None = None,
     batch_size: int = 32,
     learning_rate: float = 5e-4,
-) -> tf.keras.Model:
+) -> keras.Model:
     """Fine-tune ``model`` with fake-quantization (the whole model, or only ``layers``).
 
     Raises
@@ -33,19 +77,38 @@ def quantize_aware(
     """
     base = clone(model)
     q = tfmot.quantization.keras
+    names = {layer.name for layer in base.layers}
+    if layers is not None and set(layers) - names:
+        raise ValueError(f"no layers named {sorted(set(layers) - names)} in model {model.name!r}")
+
+    def annotate(layer: keras.layers.Layer) -> keras.layers.Layer:
+        if layers is not None and layer.name not in layers:
+            return layer
+        if isinstance(layer, keras.layers.Conv1D):
+            return q.quantize_annotate_layer(layer, quantize_config=ConvQuantizeConfig())
+        return q.quantize_annotate_layer(layer)
+
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry_module,
+    )
+
+    registry = registry_module.Default8BitQuantizeRegistry()
+    for layer in base.layers:
+        targeted = layers is None or layer.name in layers
+        if (
+            targeted
+            and not isinstance(layer, keras.layers.InputLayer | keras.layers.Conv1D)
+            and not registry.supports(layer)
+        ):
+            raise ValueError(
+                f"quantization-aware training cannot handle layer {layer.name!r} "
+                f"({type(layer).__name__}): tfmot has no 8-bit config for it; leave it out with "
+                "layers=... or give it a tfmot QuantizeConfig"
+            )
     try:
-        if layers is None:
-            qat_model = q.quantize_model(base)
-        else:
-            unknown = set(layers) - {layer.name for layer in base.layers}
-            if unknown:
-                raise ValueError(f"no layers named {sorted(unknown)} in model {model.name!r}")
-
-            def annotate(layer: tf.keras.layers.Layer) -> tf.keras.layers.Layer:
-                return q.quantize_annotate_layer(layer) if layer.name in layers else layer
-
-            annotated = tf.keras.models.clone_model(base, clone_function=annotate)
-            annotated.set_weights(base.get_weights())
+        annotated = keras.models.clone_model(base, clone_function=annotate)
+        annotated.set_weights(base.get_weights())
+        with q.quantize_scope({"ConvQuantizeConfig": ConvQuantizeConfig}):
             qat_model = q.quantize_apply(annotated)
     except (RuntimeError, ValueError, TypeError) as exc:
         raise ValueError(
@@ -55,7 +118,7 @@ def quantize_aware(
 
 
 def cluster(
-    model: tf.keras.Model,
+    model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -64,7 +127,7 @@ def cluster(
     preserve_sparsity: bool = False,
     batch_size: int = 32,
     learning_rate: float = 5e-4,
-) -> tf.keras.Model:
+) -> keras.Model:
     """Share weights: every kernel takes at most ``clusters`` distinct values (k-means++).
 
     With ``preserve_sparsity`` (after pruning) zeros stay zeros.

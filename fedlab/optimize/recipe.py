@@ -7,14 +7,14 @@ from typing import Any
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras
 from fedlab.optimize.convert import MODES, Mode, to_tflite
 from fedlab.optimize.edgetpu import edgetpu_report
 from fedlab.optimize.measure import measure_tflite
 from fedlab.optimize.pruning import prune, sparsity_of
 from fedlab.optimize.qat import cluster, quantize_aware
 
-__all__ = ["Recipe", "RecipeResult"]
+__all__ = ["Recipe", "RecipeResult", "compare", "standard_recipes"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +41,7 @@ class Recipe:
         if self.qat and self.mode != "int8":
             raise ValueError("QAT produces an int8 model: use mode='int8'")
 
-    def apply(self, model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> tf.keras.Model:
+    def apply(self, model: keras.Model, x: np.ndarray, y: np.ndarray) -> keras.Model:
         """The Keras model after the training-time steps (pruning, clustering, QAT)."""
         out = model
         epochs = self.fine_tune_epochs
@@ -69,7 +69,7 @@ class Recipe:
 
     def run(
         self,
-        model: tf.keras.Model,
+        model: keras.Model,
         train: tuple[np.ndarray, np.ndarray],
         test: tuple[np.ndarray, np.ndarray],
         *,
@@ -113,3 +113,46 @@ class RecipeResult:
     def to_dict(self) -> dict[str, Any]:
         """Row plus the recipe's parameters."""
         return {**self.row, "params": asdict(self.recipe)}
+
+
+def standard_recipes(*, fine_tune_epochs: int = 4) -> tuple[Recipe, ...]:
+    """The comparison the notebook and the benchmark run (Edge TPU-ready int8 I/O)."""
+    e = fine_tune_epochs
+    return (
+        Recipe("float32"),
+        Recipe("dynamic-range", mode="dynamic"),
+        Recipe("float16", mode="float16"),
+        Recipe("int8 (post-training)", mode="int8", int8_io=True),
+        Recipe("int8 (QAT)", qat=True, mode="int8", int8_io=True, fine_tune_epochs=e),
+        Recipe("prune 75% + int8", prune=0.75, mode="int8", int8_io=True, fine_tune_epochs=e),
+        Recipe(
+            "prune 75% + cluster 16 + int8",
+            prune=0.75,
+            cluster=16,
+            mode="int8",
+            int8_io=True,
+            fine_tune_epochs=e,
+        ),
+        Recipe(
+            "2:4 sparsity + int8",
+            structured_2_4=True,
+            mode="int8",
+            int8_io=True,
+            fine_tune_epochs=e,
+        ),
+    )
+
+
+def compare(
+    model: keras.Model,
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    recipes: tuple[Recipe, ...] | None = None,
+    *,
+    latency_runs: int = 200,
+) -> list[RecipeResult]:
+    """Run every recipe on the same trained model."""
+    return [
+        r.run(model, train, test, latency_runs=latency_runs)
+        for r in (recipes or standard_recipes())
+    ]

@@ -7,20 +7,20 @@ from typing import Any
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras
 
 __all__ = ["clone", "fit", "keras_accuracy"]
 
 
-def clone(model: tf.keras.Model) -> tf.keras.Model:
+def clone(model: keras.Model) -> keras.Model:
     """A functional copy with the same weights (techniques never mutate their input)."""
-    copy = tf.keras.models.clone_model(model)
+    copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
 
 
 def fit(
-    model: tf.keras.Model,
+    model: keras.Model,
     x: np.ndarray,
     y: np.ndarray,
     *,
@@ -29,14 +29,14 @@ def fit(
     learning_rate: float = 1e-3,
     callbacks: Sequence[Any] = (),
     seed: int = 0,
-) -> tf.keras.Model:
+) -> keras.Model:
     """Compile with Adam and sparse cross-entropy on logits, then train in place."""
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs!r}")
-    tf.keras.utils.set_random_seed(seed)
+    keras.utils.set_random_seed(seed)
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     if epochs:
@@ -44,7 +44,7 @@ def fit(
     return model
 
 
-def keras_accuracy(model: tf.keras.Model, x: np.ndarray, y: np.ndarray) -> float:
+def keras_accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy of a Keras model."""
     logits = model.predict(x, batch_size=512, verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == y))

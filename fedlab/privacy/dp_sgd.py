@@ -15,7 +15,7 @@ import dp_accounting
 import numpy as np
 from dp_accounting import rdp
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime import KerasRuntime
@@ -88,7 +88,7 @@ class DPSGDRuntime(KerasRuntime):
 
     def __init__(
         self,
-        model_fn: Callable[[], tf.keras.Model],
+        model_fn: Callable[[], keras.Model],
         *,
         l2_norm_clip: float,
         noise_multiplier: float,
@@ -108,8 +108,8 @@ class DPSGDRuntime(KerasRuntime):
             num_microbatches=None,
             learning_rate=0.01,
         )
-        loss = tf.keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction=tf.keras.losses.Reduction.NONE
+        loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction=keras.losses.Reduction.NONE
         )
         self.model.compile(optimizer=self.optimizer, loss=loss)
         self._dp_step = tf.function(self._dp_train_step)

@@ -7,16 +7,17 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from fedlab._tf import keras  # noqa: E402
 from fedlab.data import ClientData  # noqa: E402
 from fedlab.federated import ClientFailure, ClientPlan, KerasRuntime, batch_schedule  # noqa: E402
 
 
-def softmax_model() -> tf.keras.Model:
-    inputs = tf.keras.Input((4,))
-    outputs = tf.keras.layers.Dense(
-        3, name="head", kernel_initializer=tf.keras.initializers.GlorotUniform(0)
+def softmax_model() -> keras.Model:
+    inputs = keras.Input((4,))
+    outputs = keras.layers.Dense(
+        3, name="head", kernel_initializer=keras.initializers.GlorotUniform(0)
     )(inputs)
-    return tf.keras.Model(inputs, outputs)
+    return keras.Model(inputs, outputs)
 
 
 def numpy_training(w, b, x, y, plan: ClientPlan):

@@ -9,6 +9,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from fedlab._tf import keras  # noqa: E402
 from fedlab.data import ClientData, federated_digits, federated_sensors  # noqa: E402
 from fedlab.federated import (  # noqa: E402
     ClientFailure,
@@ -189,11 +190,9 @@ def test_unsupported_models_fall_back_with_one_notice() -> None:
     assert isinstance(runtime, KerasRuntime) and len(caught) == 1
     with pytest.raises(UnsupportedModel):
         make_runtime(lambda: build_model("tiny_transformer", (100, 3), 6), kind="vectorized")
-    inputs = tf.keras.Input((8, 8, 1))
-    dilated = tf.keras.layers.Conv2D(4, 3, dilation_rate=2, name="dil")(inputs)
-    model = tf.keras.Model(
-        inputs, tf.keras.layers.Dense(3, name="head")(tf.keras.layers.Flatten()(dilated))
-    )
+    inputs = keras.Input((8, 8, 1))
+    dilated = keras.layers.Conv2D(4, 3, dilation_rate=2, name="dil")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(keras.layers.Flatten()(dilated)))
     with pytest.raises(UnsupportedModel, match="'dil'.*dilated"):
         compile_program(model)
     with warnings.catch_warnings():

@@ -5,6 +5,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from fedlab._tf import keras  # noqa: E402
 from fedlab.models import (  # noqa: E402
     MODEL_BUILDERS,
     build_model,
@@ -74,8 +75,8 @@ def test_bad_arguments(call, message) -> None:
 
 
 def test_split_needs_a_head() -> None:
-    inputs = tf.keras.Input((4,))
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(inputs))
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(inputs))
     with pytest.raises(ValueError, match="no layer named 'head'"):
         split_backbone_head(model)
 
@@ -86,11 +87,11 @@ def test_synthetic_sensor_data_is_learnable() -> None:
 
     data = federated_sensors(num_devices=40, test_devices=20, seed=0)
     union = data.union()
-    tf.keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(0)
     model = build_model("sensor_cnn1d", data.input_shape, data.num_classes)
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(3e-3),
-        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer=keras.optimizers.Adam(3e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     model.fit(union.x, union.y, epochs=15, batch_size=32, verbose=0)

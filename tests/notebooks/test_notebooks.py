@@ -73,7 +73,30 @@ def check_privacy(results: dict[str, Any]) -> None:
     assert "refused" in budget["refusal"] and budget["spent"] <= budget["epsilon"]
 
 
+def check_compression(results: dict[str, Any]) -> None:
+    for model, rows in results["recipes"].items():
+        by = {row["recipe"]: row for row in rows}
+        f32, i8 = by["float32"], by["int8 (post-training)"]
+        assert abs(f32["accuracy"] - results["baselines"][model]) <= 0.01, model  # TFLite = Keras
+        assert i8["size_kb"] < f32["size_kb"] / 2 and i8["edge_tpu_ready"] is True, model
+        assert f32["edge_tpu_ready"] is False, model
+        pruned = by["prune 75% + int8"]
+        assert abs(pruned["sparsity"] - 0.75) <= 0.02 and pruned["gzip_kb"] < i8["gzip_kb"], model
+        for row in rows:
+            assert 0 <= row["accuracy"] <= 1 and 0 < row["latency_ms"] <= row["latency_p90_ms"], row
+    for model, ratio in results["ratios"].items():
+        assert ratio["int8 file ratio"] > 2.0, model
+    d = results["distillation"]
+    assert d["student params"] < d["teacher params"] / 4
+    mobile = results["mobilenet_v3_small"]["rows"]
+    assert mobile[0]["mode"] == "float32" and mobile[0]["params"] > 1_000_000
+    decision = {row["training"]: row for row in results["head_vs_full"]}
+    head, full = decision["head only"], decision["full model"]
+    assert head["bytes per update"] == 4 * head["trainable params"] < full["bytes per update"] / 10
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "01_model_compression": check_compression,
     "00_quickstart": check_quickstart,
     "04_privacy_accounting": check_privacy,
 }

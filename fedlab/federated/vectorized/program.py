@@ -21,11 +21,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 
 __all__ = ["Packing", "Program", "UnsupportedModel", "compile_program"]
 
-keras_layers = tf.keras.layers
+keras_layers = keras.layers
 _ELEMENTWISE = {
     "linear",
     "relu",
@@ -186,7 +186,7 @@ def _out_len(size: int, kernel: int, stride: int, padding: str) -> int:
 
 
 class _Builder:
-    def __init__(self, model: tf.keras.Model) -> None:
+    def __init__(self, model: keras.Model) -> None:
         self.model = model
         self.positions = {id(v): i for i, v in enumerate(model.weights)}
         # Keras decides trainability per layer (a frozen layer's variables keep
@@ -381,7 +381,7 @@ def _relu_layer(b: _Builder, layer: Any, layout: Layout) -> Layout:
     def fn(
         h: tf.Tensor, w: Sequence[tf.Tensor], ctx: Ctx
     ) -> tuple[tf.Tensor, dict[int, tf.Tensor]]:
-        return tf.keras.backend.relu(h, alpha=slope, max_value=max_value, threshold=threshold), {}
+        return keras.backend.relu(h, alpha=slope, max_value=max_value, threshold=threshold), {}
 
     b.add(layer, [], fn)
     return layout
@@ -543,7 +543,7 @@ _TRANSLATIONS: list[tuple[type, Callable[[_Builder, Any, Layout], Layout]]] = [
 ]
 
 
-def _chain(model: tf.keras.Model) -> list[Any]:
+def _chain(model: keras.Model) -> list[Any]:
     """The model's layers if they form a single chain from the input to the output."""
     layers = [layer for layer in model.layers if not isinstance(layer, keras_layers.InputLayer)]
     previous = model.inputs[0] if len(model.inputs) == 1 else None
@@ -565,15 +565,15 @@ def _chain(model: tf.keras.Model) -> list[Any]:
     return layers
 
 
-def compile_program(model: tf.keras.Model) -> Program:
+def compile_program(model: keras.Model) -> Program:
     """Translate ``model`` or raise :class:`UnsupportedModel` naming the first problem.
 
     Supported: a single chain of Conv1D/Conv2D, DepthwiseConv2D, Dense, max/average and
     global pooling, Flatten, ReLU/Activation, BatchNormalization and LayerNormalization
     (channels-last, no dilation), with logits as output.
     """
-    if not isinstance(model, tf.keras.Model):
-        raise TypeError(f"expected a tf.keras.Model, got {type(model).__name__}")
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
     input_shape = tuple(int(d) for d in model.input_shape[1:])
     if len(input_shape) == 1:
         layout = Layout("dense", (), input_shape[0])

@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 
-from fedlab._tf import tf
+from fedlab._tf import keras, tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime import KerasRuntime
@@ -63,7 +63,7 @@ class VectorizedRuntime:
 
     def __init__(
         self,
-        model_fn: Callable[[], tf.keras.Model] | None = None,
+        model_fn: Callable[[], keras.Model] | None = None,
         *,
         chunk_size: int = 512,
         max_chunk_bytes: int = 256 * 2**20,
@@ -295,7 +295,7 @@ class VectorizedRuntime:
 
 
 def make_runtime(
-    model_fn: Callable[[], tf.keras.Model],
+    model_fn: Callable[[], keras.Model],
     *,
     kind: Literal["auto", "vectorized", "reference"] = "auto",
     chunk_size: int = 512,
