@@ -13,15 +13,20 @@ from fedlab.federated.history import History
 __all__ = ["accuracy_curves", "interval_chart", "line_chart", "partition_heatmap", "scatter_chart"]
 
 
-def partition_heatmap(data: FederatedDataset, *, max_clients: int = 100, ax: Any = None) -> Any:
-    """Heatmap of label counts per client (rows: classes, columns: clients)."""
+def _figure(ax: Any, size: tuple[float, float]) -> tuple[Any, Any]:
+    """A new figure of ``size``, or the figure of the axes given."""
     import matplotlib.pyplot as plt
 
-    counts = data.label_counts()[:max_clients]
     if ax is None:
-        fig, ax = plt.subplots(figsize=(10, 3))
-    else:
-        fig = ax.figure
+        return plt.subplots(figsize=size)
+    return ax.figure, ax
+
+
+def partition_heatmap(data: FederatedDataset, *, max_clients: int = 100, ax: Any = None) -> Any:
+    """Heatmap of label counts per client (rows: classes, columns: clients)."""
+
+    counts = data.label_counts()[:max_clients]
+    fig, ax = _figure(ax, (10, 3))
     image = ax.imshow(counts.T, aspect="auto", cmap="viridis", interpolation="nearest")
     ax.set_xlabel("client")
     ax.set_ylabel("label")
@@ -39,12 +44,8 @@ def accuracy_curves(
     ax: Any = None,
 ) -> Any:
     """Accuracy against rounds for several runs; a ``Sequence`` is plotted as given."""
-    import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (7, 4))
     for label, curve in curves.items():
         values = (
             curve.series("test_accuracy")
@@ -76,12 +77,8 @@ def line_chart(
     ax: Any = None,
 ) -> Any:
     """Several named series against a shared x (markers when short); optional reference line."""
-    import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4))
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (7, 4))
     for label, values in series.items():
         values = np.asarray(values, dtype=float)
         mask = np.isfinite(values)
@@ -115,12 +112,8 @@ def interval_chart(
     ax: Any = None,
 ) -> Any:
     """Point estimates with their confidence intervals (e.g. attack AUCs)."""
-    import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (6, 3.5))
     pos = np.arange(len(labels))
     vals = np.asarray(values, float)
     err = np.vstack([vals - np.asarray(lows, float), np.asarray(highs, float) - vals])
@@ -144,12 +137,8 @@ def scatter_chart(
     ax: Any = None,
 ) -> Any:
     """Labelled points, one marker style per group: ``{group: [(label, x, y), …]}``."""
-    import matplotlib.pyplot as plt
 
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(8, 4.5))
-    else:
-        fig = ax.figure
+    fig, ax = _figure(ax, (8, 4.5))
     for group, items in points.items():
         xs = [x for _, x, _ in items]
         ys = [y for _, _, y in items]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -129,16 +130,7 @@ class KerasRuntime:
                 f"client {data.client_id}: examples of shape {data.x.shape[1:]}, "
                 f"model expects {self.input_shape}"
             )
-        self.model.set_weights(global_weights)
-        for a, w in zip(self._anchor, self.model.trainable_variables, strict=True):
-            a.assign(w)
-        for slot in (*self._m, *self._v):
-            slot.assign(tf.zeros_like(slot))
-        self._t.assign(0.0)
-        self._lr.assign(plan.learning_rate)
-        self._mu.assign(plan.proximal_mu)
-        self._beta.assign(plan.momentum)
-        step = self._steps[plan.optimizer]
+        step = self._begin_client(global_weights, plan)
         x = np.asarray(data.x, dtype=np.float32)
         y = np.asarray(data.y, dtype=np.int64)
         schedule = batch_schedule(len(y), plan.batch_size, plan.epochs, plan.seed)
@@ -158,6 +150,19 @@ class KerasRuntime:
             num_steps=len(schedule),
             metrics={"train_loss": total / seen},
         )
+
+    def _begin_client(self, global_weights: Weights, plan: ClientPlan) -> Callable[..., Any]:
+        """Load the global model, reset the optimizer; the compiled step for this plan."""
+        self.model.set_weights(global_weights)
+        for a, w in zip(self._anchor, self.model.trainable_variables, strict=True):
+            a.assign(w)
+        for slot in (*self._m, *self._v):
+            slot.assign(tf.zeros_like(slot))
+        self._t.assign(0.0)
+        self._lr.assign(plan.learning_rate)
+        self._mu.assign(plan.proximal_mu)
+        self._beta.assign(plan.momentum)
+        return self._steps[plan.optimizer]
 
     def train_clients(
         self, global_weights: Weights, jobs: Sequence[tuple[ClientData, ClientPlan]]

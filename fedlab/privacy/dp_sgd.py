@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import dp_accounting
-import numpy as np
 from dp_accounting import rdp
 
 from fedlab._tf import keras, tf
 from fedlab.data.federated_dataset import ClientData
-from fedlab.federated.batching import batch_schedule
 from fedlab.federated.runtime import KerasRuntime
 from fedlab.federated.runtime_base import ClientFailure
 from fedlab.federated.types import ClientPlan, ClientUpdate, Weights
@@ -123,38 +122,14 @@ class DPSGDRuntime(KerasRuntime):
         self.optimizer.apply_gradients(grads_and_vars)
         return tf.reduce_mean(per_example)
 
-    def train_one(
-        self, global_weights: Weights, data: ClientData, plan: ClientPlan
-    ) -> ClientUpdate:
-        """DP-SGD local training (plain SGD at the plan's learning rate)."""
+    def _begin_client(self, global_weights: Weights, plan: ClientPlan) -> Callable[..., Any]:
+        """DP-SGD at the plan's learning rate; the noise is seeded from the plan."""
         if plan.optimizer != "sgd" or plan.proximal_mu:
             raise ValueError("DPSGDRuntime supports plain SGD clients without a proximal term")
-        if data.x.shape[1:] != self.input_shape:
-            raise ValueError(
-                f"client {data.client_id}: examples of shape {data.x.shape[1:]}, "
-                f"model expects {self.input_shape}"
-            )
         self.model.set_weights(global_weights)
         self.optimizer.learning_rate.assign(plan.learning_rate)
         tf.random.set_seed(plan.seed % 2**31)
-        x = np.asarray(data.x, dtype=np.float32)
-        y = np.asarray(data.y, dtype=np.int64)
-        schedule = batch_schedule(len(y), plan.batch_size, plan.epochs, plan.seed)
-        total, seen = 0.0, 0
-        for idx in schedule:
-            loss = float(self._dp_step(x[idx], y[idx]))
-            total += loss * len(idx)
-            seen += len(idx)
-        local = self.model.get_weights()
-        return ClientUpdate(
-            client_id=data.client_id,
-            delta=tuple(
-                (lw - gw).astype(np.float32) for lw, gw in zip(local, global_weights, strict=True)
-            ),
-            num_examples=len(y),
-            num_steps=len(schedule),
-            metrics={"train_loss": total / seen},
-        )
+        return self._dp_step
 
     def train_clients(
         self, global_weights: Weights, jobs: Sequence[tuple[ClientData, ClientPlan]]
