@@ -152,10 +152,10 @@ def noise_multiplier_for(
     if not isinstance(rounds, int) or rounds < 1:
         raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
     _check_common(population, cohort, 1.0)
-    upper = 1.0
-    while (
-        epsilon_for(
-            noise_multiplier=upper,
+
+    def eps(z: float) -> float:
+        return epsilon_for(
+            noise_multiplier=z,
             population=population,
             cohort=cohort,
             rounds=rounds,
@@ -163,25 +163,14 @@ def noise_multiplier_for(
             sampling=sampling,
             accountant=accountant,
         )
-        > target_epsilon
-    ):
+
+    upper = 1.0
+    while eps(upper) > target_epsilon:
         upper *= 2
         if upper > 1e4:
             raise ValueError(f"no noise multiplier <= 1e4 reaches ε = {target_epsilon!r}")
     lower = upper / 2
-    while (
-        lower > 1e-3
-        and epsilon_for(
-            noise_multiplier=lower,
-            population=population,
-            cohort=cohort,
-            rounds=rounds,
-            delta=delta,
-            sampling=sampling,
-            accountant=accountant,
-        )
-        <= target_epsilon
-    ):
+    while lower > 1e-3 and eps(lower) <= target_epsilon:
         upper, lower = lower, lower / 2
 
     def make_event(z: float) -> dp_accounting.DpEvent:
@@ -198,15 +187,7 @@ def noise_multiplier_for(
         dp_accounting.ExplicitBracketInterval(lower, upper),
         tol=1e-4 * lower,
     )
-    achieved = epsilon_for(
-        noise_multiplier=z,
-        population=population,
-        cohort=cohort,
-        rounds=rounds,
-        delta=delta,
-        sampling=sampling,
-        accountant=accountant,
-    )
+    achieved = eps(z)
     if not target_epsilon * (1 - 2 * rtol) <= achieved <= target_epsilon * (1 + 1e-9):
         raise RuntimeError(
             f"calibration missed: z = {z:.6g} gives ε = {achieved:.6g} "
