@@ -15,6 +15,7 @@ sampled cohort. Two sampling models are supported:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -130,6 +131,20 @@ def epsilon_for(
     return float(acc.get_epsilon(delta))
 
 
+def _fleet_epsilon(
+    population: int, cohort: int, delta: float, sampling: Sampling, accountant: Accountant
+) -> Callable[..., float]:
+    """:func:`epsilon_for` with the fleet fixed; call with ``noise_multiplier`` and ``rounds``."""
+    return functools.partial(
+        epsilon_for,
+        population=population,
+        cohort=cohort,
+        delta=delta,
+        sampling=sampling,
+        accountant=accountant,
+    )
+
+
 def noise_multiplier_for(
     *,
     target_epsilon: float,
@@ -153,16 +168,10 @@ def noise_multiplier_for(
         raise ValueError(f"rounds must be an int >= 1, got {rounds!r}")
     _check_common(population, cohort, 1.0)
 
+    fleet = _fleet_epsilon(population, cohort, delta, sampling, accountant)
+
     def eps(z: float) -> float:
-        return epsilon_for(
-            noise_multiplier=z,
-            population=population,
-            cohort=cohort,
-            rounds=rounds,
-            delta=delta,
-            sampling=sampling,
-            accountant=accountant,
-        )
+        return fleet(noise_multiplier=z, rounds=rounds)
 
     upper = 1.0
     while eps(upper) > target_epsilon:
@@ -211,16 +220,10 @@ def max_rounds_for(
     if not (math.isfinite(epsilon) and epsilon > 0):
         raise ValueError(f"epsilon must be > 0, got {epsilon!r}")
 
+    fleet = _fleet_epsilon(population, cohort, delta, sampling, accountant)
+
     def eps(rounds: int) -> float:
-        return epsilon_for(
-            noise_multiplier=noise_multiplier,
-            population=population,
-            cohort=cohort,
-            rounds=rounds,
-            delta=delta,
-            sampling=sampling,
-            accountant=accountant,
-        )
+        return fleet(noise_multiplier=noise_multiplier, rounds=rounds)
 
     if eps(1) > epsilon:
         return 0
