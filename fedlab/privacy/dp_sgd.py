@@ -111,7 +111,12 @@ class DPSGDRuntime(KerasRuntime):
             from_logits=True, reduction=keras.losses.Reduction.NONE
         )
         self.model.compile(optimizer=self.optimizer, loss=loss)
-        self._dp_step = tf.function(self._dp_train_step)
+        # A batch dimension of None: one trace for every client's (uneven) last batch.
+        spec = (
+            tf.TensorSpec([None, *self.input_shape], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+        )
+        self._dp_step = tf.function(self._dp_train_step, input_signature=spec)
 
     def _dp_train_step(self, x: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
         loss_fn = self.model.loss
