@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "make_strategy": "fedlab.federated",
     "make_runtime": "fedlab.federated",
     "VectorizedRuntime": "fedlab.federated",
+    # live dashboard
+    "FederationDashboard": "fedlab.ui",
     # notebooks
     "record": "fedlab.notebook",
 }

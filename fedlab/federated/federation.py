@@ -191,13 +191,35 @@ class Federation:
         config.cohort_size(self.data.num_clients)
         self.config = config
 
+    def set_strategy(self, strategy: Strategy) -> None:
+        """Aggregate with ``strategy`` from the next round on.
+
+        The new strategy starts from a fresh server state (a server optimizer's moments
+        are not carried over from the old one); the global weights and history are kept.
+        """
+        if not callable(getattr(strategy, "aggregate", None)) or not callable(
+            getattr(strategy, "init_state", None)
+        ):
+            raise TypeError(f"not a Strategy: {type(strategy).__name__}")
+        state = dict(strategy.init_state(self._weights))
+        self.strategy = strategy
+        self._strategy_state = state
+
     def add_observer(self, observer: Observer) -> None:
         """Subscribe ``observer`` to round events."""
         self.observers.append(observer)
 
+    def remove_observer(self, observer: Observer) -> None:
+        """Unsubscribe ``observer`` (a ``ValueError`` if it was not subscribed)."""
+        self.observers.remove(observer)
+
     def add_guard(self, guard: RoundGuard) -> None:
         """Ask ``guard`` before every round."""
         self.guards.append(guard)
+
+    def remove_guard(self, guard: RoundGuard) -> None:
+        """Stop asking ``guard`` (a ``ValueError`` if it was not registered)."""
+        self.guards.remove(guard)
 
     def fingerprint(self) -> str:
         """Identity of the experiment: data, model shapes, strategy and config."""
@@ -319,6 +341,7 @@ class Federation:
             )
             jobs.append((client, plan))
 
+        self._notify(errors, "on_training_start", r, tuple(c.client_id for c, _ in jobs))
         context = StageContext(round_index=r, weight_shapes=self._shapes)
         reports: list[tuple[float, int, Envelope]] = []
         results = self.runtime.train_clients(self._weights, jobs) if jobs else []

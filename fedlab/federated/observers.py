@@ -24,6 +24,12 @@ class Observer:
     ) -> None:
         """A round began with these clients invited."""
 
+    def on_training_start(
+        self, federation: Federation, round_index: int, client_ids: tuple[int, ...]
+    ) -> None:
+        """These clients (the invited ones that neither dropped out nor were sure stragglers)
+        start local training."""
+
     def on_client_done(
         self, federation: Federation, round_index: int, outcome: ClientOutcome
     ) -> None:
@@ -44,6 +50,12 @@ class RecordingObserver(Observer):
     ) -> None:
         """Record the start."""
         self.events.append(("round_start", round_index, selected))
+
+    def on_training_start(
+        self, federation: Federation, round_index: int, client_ids: tuple[int, ...]
+    ) -> None:
+        """Record the start of local training."""
+        self.events.append(("training_start", round_index, client_ids))
 
     def on_client_done(
         self, federation: Federation, round_index: int, outcome: ClientOutcome

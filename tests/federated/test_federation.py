@@ -201,9 +201,42 @@ def test_observers_see_every_event_in_order(small_digits, digits_runtime) -> Non
     fed = make(small_digits, digits_runtime, observers=[rec])
     fed.run(2)
     kinds = [e[0] for e in rec.events]
-    assert kinds == (["round_start"] + ["client_done"] * 5 + ["round_end"]) * 2
+    assert kinds == (["round_start", "training_start"] + ["client_done"] * 5 + ["round_end"]) * 2
     outcomes = [e[2] for e in rec.events if e[0] == "client_done"]
     assert all(o.status == "completed" for o in outcomes)
+    starts = [e for e in rec.events if e[0] == "round_start"]
+    trains = [e for e in rec.events if e[0] == "training_start"]
+    assert [s[2] for s in starts] == [t[2] for t in trains]  # nobody dropped out here
+    fed.remove_observer(rec)
+    fed.run_round()
+    assert len(rec.events) == 16
+    with pytest.raises(ValueError):
+        fed.remove_observer(rec)
+
+
+def test_dropped_clients_do_not_start_training(small_digits, digits_runtime) -> None:
+    rec = RecordingObserver()
+    fed = make(small_digits, digits_runtime, observers=[rec], config=replace(CFG, dropout_rate=0.5))
+    result = fed.run_round()
+    (training,) = [e[2] for e in rec.events if e[0] == "training_start"]
+    assert result.dropped and set(training) == set(result.selected) - set(result.dropped)
+
+
+def test_set_strategy_applies_from_the_next_round_with_fresh_state(
+    small_digits, digits_runtime
+) -> None:
+    from fedlab.federated.strategies import FedAvgM
+
+    fed = make(small_digits, digits_runtime)
+    fed.run_round()
+    kept = fed.weights
+    fed.set_strategy(FedAvgM(momentum=0.9))
+    assert weights_equal(kept, fed.weights) and len(fed.history) == 1
+    fed.run_round()
+    assert isinstance(fed.strategy, FedAvgM)
+    with pytest.raises(TypeError, match="not a Strategy"):
+        fed.set_strategy(object())  # type: ignore[arg-type]
+    assert isinstance(fed.strategy, FedAvgM)
 
 
 def test_an_observer_error_surfaces_after_the_round_is_committed(
