@@ -18,7 +18,11 @@ export PYTHONUNBUFFERED := 1
 # errors at import on a CPU machine (tensorflow#62075). Drop exactly those lines, nothing else.
 QUIET := 2> >(grep -v --line-buffered -E 'Unable to register cu(DNN|FFT|BLAS) factory' >&2)
 
-.PHONY: setup run test lab bench lint format lock clean
+# Debian packages the tests need: Chromium for the browser test of the dashboard.
+SYSTEM_PACKAGES := chromium
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: setup system-deps run test lab bench lint format lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,12 +32,23 @@ $(STAMP): requirements.lock pyproject.toml
 
 setup: $(STAMP)
 
+## Install the missing Debian packages of SYSTEM_PACKAGES (apt-get update first).
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
 ## The main job: execute every notebook with full parameters, render build/report/index.html.
 run: setup
 	$(BIN)/python -m fedlab.runbook --out build $(QUIET)
 
 ## The tests (unit tests + every notebook under papermill in SMOKE mode).
-test: setup
+test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS) $(QUIET)
 
 ## JupyterLab on the notebooks.
@@ -53,7 +68,7 @@ lint: setup
 format: setup
 	$(BIN)/ruff format fedlab tests benchmarks
 	$(BIN)/ruff check --fix fedlab tests benchmarks
-	$(BIN)/nbstripout notebooks/*.ipynb
+	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
 
 ## Re-pin the lock from the current environment (after changing pyproject.toml on purpose).
 lock:

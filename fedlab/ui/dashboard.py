@@ -60,7 +60,7 @@ def _figure(title: str, marks: list[Lines], axes: list[Axis]) -> Figure:
         marks=marks,
         axes=axes,
         title=title,
-        legend_location="top-left",
+        legend_location="bottom-right",
         fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 50},
         layout=widgets.Layout(width="370px", height="260px"),
         animation_duration=0,
@@ -219,7 +219,10 @@ class FederationDashboard(Observer):
         self.error_box.add_class("fl-error")
         self.export_label = widgets.HTML()
 
-        x_acc, y_acc, y_loss = LinearScale(), LinearScale(min=0.0, max=1.0), LinearScale(min=0.0)
+        # Round axes run from 1 to max(5, rounds): integer ticks even before round 1.
+        x_acc, x_b, x_e = (LinearScale(min=1.0, max=5.0) for _ in range(3))
+        self._round_scales = (x_acc, x_b, x_e)
+        y_acc, y_loss = LinearScale(min=0.0, max=1.0), LinearScale(min=0.0)
         self.accuracy_line = _line({"x": x_acc, "y": y_acc}, "test accuracy", "#2563eb")
         self.loss_line = _line({"x": x_acc, "y": y_loss}, "test loss", "#dc2626")
         self.accuracy_figure = _figure(
@@ -232,7 +235,7 @@ class FederationDashboard(Observer):
             ],
         )
         self.accuracy_figure.add_class("fl-accuracy-plot")
-        x_b, y_b = LinearScale(), LinearScale(min=0.0)
+        y_b = LinearScale(min=0.0)
         self.up_line = _line({"x": x_b, "y": y_b}, "uploaded", "#16a34a")
         self.down_line = _line({"x": x_b, "y": y_b}, "downloaded", "#6b7280")
         self.bytes_figure = _figure(
@@ -243,7 +246,7 @@ class FederationDashboard(Observer):
                 Axis(scale=y_b, side="left", label="kB"),
             ],
         )
-        x_e, y_e = LinearScale(), LinearScale(min=0.0)
+        y_e = LinearScale(min=0.0)
         self.epsilon_line = _line({"x": x_e, "y": y_e}, "ε spent", "#7c3aed")
         self.epsilon_figure = _figure(
             "Privacy spent ε (DP off)",
@@ -443,6 +446,8 @@ class FederationDashboard(Observer):
         done = len(s["round"])
         if done != self._drawn_rounds:
             self._drawn_rounds = done
+            for scale in self._round_scales:
+                scale.max = float(max(5, done))
             self._set_line(self.accuracy_line, s["round"], s["test_accuracy"])
             self._set_line(self.loss_line, s["round"], s["test_loss"])
             self._set_line(self.up_line, s["round"], s["kb_up"])

@@ -95,7 +95,36 @@ def check_compression(results: dict[str, Any]) -> None:
     assert head["bytes per update"] == 4 * head["trainable params"] < full["bytes per update"] / 10
 
 
+def check_live_rounds(results: dict[str, Any]) -> None:
+    cfg = results["config"]
+    assert cfg["smoke"] is True and cfg["autoplay"] is True
+    play = results["autoplay"]
+    rounds = cfg["rounds"]
+    assert play["state"] == "finished" and play["rounds_done"] == rounds and play["errors"] == 0
+    # Pause stops at a round boundary and nothing runs while paused.
+    assert play["paused_state"] in ("pausing", "paused")
+    assert rounds // 2 <= play["rounds_at_pause"] == play["rounds_after_wait"] < rounds
+    assert play["grid_matches"] == [True, True, True]
+    # The cohort change applied from round 2 (30 % over-selection is invited).
+    invited = play["invited"]
+    assert invited[0] < invited[1] and len(set(invited[1:])) == 1
+    assert invited[1] == math.ceil(play["bigger_cohort"] * 1.3)
+    assert play["dropout_rate_after"] == 0.3
+    assert play["plot_points"] == rounds == len(play["test_accuracy"])
+    assert all(0 <= a <= 1 for a in play["test_accuracy"])
+    assert max(play["test_accuracy"]) > 0.2, "six activities: chance is 1/6"
+    assert play["exports"] == ["history.csv", "history.json"]
+    dp = results["dp"]
+    assert dp["state"] == "finished" and dp["rounds_done"] == cfg["dp_rounds"]
+    eps = dp["epsilon"]
+    assert len(eps) == dp["plot_points"] == cfg["dp_rounds"]
+    assert all(0 < a < b for a, b in zip(eps, eps[1:], strict=False)), eps
+    assert "ε" in dp["statement"] or "epsilon" in dp["statement"].lower()
+    assert results["headline"]["value"] == play["test_accuracy"][-1]
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "03_live_federated_rounds": check_live_rounds,
     "01_model_compression": check_compression,
     "00_quickstart": check_quickstart,
     "04_privacy_accounting": check_privacy,

@@ -1,0 +1,220 @@
+"""The dashboard as a person uses it: JupyterLab in headless Chromium, driven by Playwright.
+
+JupyterLab runs on a free localhost port with a token, a temporary root folder and private
+config/runtime folders; notebook 03 is opened, all its cells run, Start is clicked, and the
+test waits for the accuracy plot to draw three rounds, pauses, and checks that no further
+round arrives. JavaScript errors in the page fail the test. The screenshot is kept in
+``build/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOK = ROOT / "notebooks" / "03_live_federated_rounds.ipynb"
+ARTIFACTS = ROOT / "build" / "artifacts"
+CHROMIUM = os.environ.get("FEDLAB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+    "--disable-quic",
+]
+# Plugins that reach for the internet (news, PyPI extension listing) are off: no network here.
+DISABLED_PLUGINS = {
+    "@jupyterlab/apputils-extension:announcements": True,
+    "@jupyterlab/extensionmanager-extension:plugin": True,
+}
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _prepared_notebook(folder: Path) -> Path:
+    """Notebook 03 with parameters for an interactive run: no autoplay, many rounds, small
+    fleet, written the way papermill would inject them."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = load_notebook_node(str(NOTEBOOK))
+    nb = parameterize_notebook(
+        nb,
+        {"AUTOPLAY": False, "NUM_DEVICES": 30, "CLIENTS_PER_ROUND": 6, "ROUNDS": 10_000,
+         "DP_ROUNDS": 3, "EXPORT_DIR": str(folder / "exports")},
+    )  # fmt: skip
+    target = folder / NOTEBOOK.name
+    nbformat.write(nb, target)
+    return target
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    if not Path(CHROMIUM).is_file():
+        pytest.fail(
+            f"{CHROMIUM} not found: `make test` installs Debian's chromium "
+            "(apt-get install chromium), or point FEDLAB_CHROMIUM at a Chromium binary"
+        )
+    root = tmp_path / "root"
+    root.mkdir()
+    _prepared_notebook(root)
+    config = tmp_path / "config"
+    (config / "labconfig").mkdir(parents=True)
+    (config / "labconfig" / "page_config.json").write_text(
+        json.dumps({"disabledExtensions": DISABLED_PLUGINS})
+    )
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {
+        **os.environ,
+        "JUPYTER_CONFIG_DIR": str(config),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+    }
+    log = (tmp_path / "jupyterlab.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
+         "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+         "--ServerApp.port_retries=0", *(["--allow-root"] if os.geteuid() == 0 else [])],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    log.flush()
+                    pytest.fail(
+                        "JupyterLab did not start:\n" + (tmp_path / "jupyterlab.log").read_text()
+                    )
+                time.sleep(0.3)
+        yield f"{base}/lab/tree/{NOTEBOOK.name}?token={token}", tmp_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+
+def _rounds(page) -> int:
+    text = page.locator(".fl-dashboard").first.locator(".fl-status .fl-rounds").inner_text()
+    return int(text)
+
+
+def _plotted_points(page) -> int:
+    """Points on the accuracy line as drawn in the SVG (bqplot draws 'M x,y L x,y …')."""
+    d = page.locator(".fl-dashboard").first.locator(".fl-accuracy-plot path.line").first
+    path = d.get_attribute("d") or ""
+    return len(re.findall(r"[ML]", path))
+
+
+def test_dashboard_runs_and_pauses_in_a_real_browser(jupyterlab) -> None:
+    from playwright.sync_api import sync_playwright
+
+    url, tmp_path = jupyterlab
+    errors: list[str] = []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1500, "height": 1100})
+        try:
+            page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+            page.on(
+                "console",
+                lambda msg: (
+                    errors.append(f"console.{msg.type}: {msg.text}")
+                    if msg.type == "error"
+                    else None
+                ),
+            )
+            page.goto(url)
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            # The kernel is up when the status bar says so; then Run → Run All Cells.
+            page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=90_000)
+            page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+            page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+            dashboard = page.locator(".fl-dashboard").first
+            dashboard.wait_for(state="visible", timeout=90_000)
+            status = dashboard.locator(".fl-status")
+            status.locator(".fl-state", has_text="idle").wait_for(timeout=60_000)
+            # Every cell has run when the last one has an execution count.
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.jp-CodeCell .jp-InputArea-prompt')]"
+                ".every(p => /\\[\\d+\\]/.test(p.textContent))",
+                timeout=180_000,
+            )
+
+            started = time.perf_counter()
+            dashboard.locator("button.fl-start").click()
+            status.locator(".fl-state", has_text="running").wait_for(timeout=10_000)
+            start_latency = time.perf_counter() - started
+            page.wait_for_function(
+                "() => { const d = document.querySelector('.fl-dashboard .fl-accuracy-plot"
+                " path.line'); return d && (d.getAttribute('d') || '').split('L').length >= 4; }",
+                timeout=180_000,
+            )
+            assert _rounds(page) >= 3
+
+            clicked = time.perf_counter()
+            dashboard.locator("button.fl-pause").click()
+            page.wait_for_function(
+                "() => /paus/.test(document.querySelector('.fl-dashboard .fl-status .fl-state')"
+                ".textContent)",
+                timeout=10_000,
+            )
+            pause_latency = time.perf_counter() - clicked
+            status.locator(".fl-state", has_text="paused").wait_for(timeout=60_000)
+            settled = time.perf_counter() - clicked
+            at_pause, points = _rounds(page), _plotted_points(page)
+            assert points == at_pause, (points, at_pause)
+            time.sleep(3.0)
+            assert _rounds(page) == at_pause, "a round arrived after Pause"
+            assert _plotted_points(page) == points
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=False)
+            dashboard.screenshot(path=str(ARTIFACTS / "dashboard_widget.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard_failure.png"))
+            shutil.copy(tmp_path / "jupyterlab.log", ARTIFACTS / "jupyterlab.log")
+            print("\n".join(["page errors so far:", *errors]))
+            raise
+        finally:
+            browser.close()
+    measured = {
+        "start_click_to_running_ms": round(1e3 * start_latency, 1),
+        "pause_click_to_pausing_ms": round(1e3 * pause_latency, 1),
+        "pause_click_to_paused_ms": round(1e3 * settled, 1),
+        "rounds_at_pause": at_pause,
+    }
+    (ARTIFACTS / "browser_latency.json").write_text(json.dumps(measured, indent=1))
+    print("\nbutton responsiveness in the browser:", measured)
+    assert not errors, "JavaScript errors in the page:\n" + "\n".join(errors)
+    shutil.copy(tmp_path / "jupyterlab.log", ARTIFACTS / "jupyterlab.log")
