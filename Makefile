@@ -18,8 +18,9 @@ export PYTHONUNBUFFERED := 1
 # errors at import on a CPU machine (tensorflow#62075). Drop exactly those lines, nothing else.
 QUIET := 2> >(grep -v --line-buffered -E 'Unable to register cu(DNN|FFT|BLAS) factory' >&2)
 
-# Debian packages the tests need: Chromium for the browser test of the dashboard.
-SYSTEM_PACKAGES := chromium
+# Debian packages the tests need: Chromium for the browser test of the dashboard,
+# shellcheck for the device-kit scripts.
+SYSTEM_PACKAGES := chromium shellcheck
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: setup system-deps run test lab bench lint format lock clean

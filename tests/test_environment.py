@@ -110,6 +110,7 @@ sys.meta_path.insert(0, Block())
         "import fedlab; fedlab.__version__",
         "import fedlab.data, fedlab.federated\nfrom fedlab.federated import Federation, Pipeline",
         "from fedlab.data import federated_sensors as fs\nfs(num_devices=3, test_devices=1)",
+        "import fedlab.edge\nfrom fedlab.edge import agent, bench, doctor, emulate, trainer",
     ],
 )
 def test_engine_and_data_import_without_tensorflow(code: str) -> None:

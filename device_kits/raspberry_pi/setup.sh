@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Set up a Raspberry Pi (4, 5 or Zero 2 W; 64-bit Raspberry Pi OS Bookworm) as a fedlab client.
+#
+# Usage: sudo ./setup.sh [--kit DIR] [--dry-run] [--prefix DIR]
+#
+#   --kit DIR      the unpacked kit (default: the folder of this script)
+#   --dry-run      print the commands that change the system instead of running them
+#   --prefix DIR   install files under DIR instead of / (with --dry-run: a test install)
+#
+# Idempotent: running it again updates the kit and keeps /etc/fedlab/device.json.
+set -euo pipefail
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+
+# In a kit common.sh sits beside this script; in the repository it is one folder up.
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+COMMON="$HERE/common.sh"
+[ -f "$COMMON" ] || COMMON="$HERE/../common.sh"
+# shellcheck source-path=SCRIPTDIR source=../common.sh
+. "$COMMON"
+
+configure_swap() {
+  # A Zero 2 W has 512 MB of RAM: give it 1 GB of swap for pip installs and training.
+  local model conf
+  model="${FEDLAB_BOARD_MODEL:-}"
+  if [ -z "$model" ] && [ -r /proc/device-tree/model ]; then model="$(tr -d '\0' < /proc/device-tree/model)"; fi
+  case "$model" in
+    *"Zero 2 W"*)
+      conf="$(p /etc/dphys-swapfile)"
+      mkdir -p "$(dirname "$conf")"
+      if grep -q '^CONF_SWAPSIZE=1024$' "$conf" 2>/dev/null; then
+        log "swap already 1024 MB"
+      else
+        if grep -q '^CONF_SWAPSIZE=' "$conf" 2>/dev/null; then
+          sed -i 's/^CONF_SWAPSIZE=.*/CONF_SWAPSIZE=1024/' "$conf"
+        else
+          echo 'CONF_SWAPSIZE=1024' >> "$conf"
+        fi
+        run dphys-swapfile setup
+        run dphys-swapfile swapon
+        log "swap set to 1024 MB ($model)"
+      fi
+      ;;
+    *) log "board: ${model:-unknown}; swap unchanged" ;;
+  esac
+}
+
+main() {
+  parse_common_args "$@"
+  log "kit $KIT_DIR → prefix $PREFIX$([ "$DRY_RUN" -eq 1 ] && echo ' (dry run)')"
+  check_platform
+  install_apt_packages python3-venv python3-pip
+  configure_swap
+  create_service_user
+  install_kit_files
+  install_python_env
+  install_service
+  run_doctor
+  log "done"
+}
+
+main "$@"

@@ -1,0 +1,211 @@
+"""The device agent: verify the kit, load local data, train on each task, hand the update on.
+
+Usage::
+
+    python -m fedlab.edge.agent --config /etc/fedlab/device.json           # one task
+    python -m fedlab.edge.agent --config /etc/fedlab/device.json --loop    # as a service
+
+Exit codes: 0 done (or no task), 2 configuration error, 3 kit verification failed,
+4 bad local data, 5 Edge TPU required but unavailable, 6 training or transport failed.
+Imports numpy, cryptography and ai-edge-litert — never TensorFlow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fedlab.edge.config import ConfigError, DeviceConfig
+from fedlab.edge.coral import EdgeTPUUnavailable, EmbeddingBackbone, HeadTrainer
+from fedlab.edge.data import load_local_data
+from fedlab.edge.manifest import KitVerificationError, Manifest, verify_kit
+from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
+from fedlab.edge.trainer import LiteRTTrainer
+from fedlab.edge.transport import FileTransport, Task, Transport
+from fedlab.federated.types import ClientUpdate
+
+__all__ = ["DeviceAgent", "main", "peak_rss_mb", "transport_from_config"]
+
+
+def transport_from_config(config: DeviceConfig) -> Transport:
+    """The transport ``device.json`` names."""
+    kind = config.transport["kind"]
+    if kind == "files":
+        return FileTransport(config.transport["folder"])
+    raise ConfigError(f"unknown transport kind {kind!r}")  # pragma: no cover - validated
+
+
+class DeviceAgent:
+    """One device's federated client.
+
+    Parameters
+    ----------
+    config : DeviceConfig
+        The device's configuration.
+    transport : Transport, optional
+        Where tasks come from (default: the one ``config.transport`` names).
+    delegate_loader : callable, optional
+        Loads the Edge TPU delegate (tests inject one).
+
+    Raises
+    ------
+    KitVerificationError, ConfigError, ValueError, EdgeTPUUnavailable
+        Before anything runs: the kit is refused, the config does not fit the kit, the
+        local data does not fit the model, or an Edge TPU is required and absent.
+    """
+
+    def __init__(
+        self,
+        config: DeviceConfig,
+        transport: Transport | None = None,
+        *,
+        delegate_loader: Any = None,
+    ) -> None:
+        self.config = config
+        self.manifest: Manifest = verify_kit(config.kit_dir, config.trusted_key)
+        info = self.manifest.info
+        kit_mode = info.get("mode")
+        if kit_mode != config.mode:
+            raise ConfigError(
+                f"field 'mode' is {config.mode!r} but the kit was built for {kit_mode!r}"
+            )
+        kit = Path(config.kit_dir)
+        model = info["model"]
+        self.model_version = str(model["version"])
+        self.trainer: LiteRTTrainer | HeadTrainer
+        if config.mode == "litert":
+            spec = ModelSpec.from_dict(model["spec"])
+            self.trainable = TrainableModel(kit / model["file"], spec, threads=config.threads)
+            self.trainer = LiteRTTrainer(self.trainable)
+            input_shape, classes = spec.input_shape, spec.num_classes
+        else:
+            backbone = EmbeddingBackbone(
+                kit / model["backbone"],
+                fallback=config.coral_fallback,
+                threads=config.threads,
+                delegate_loader=delegate_loader,
+            )
+            shapes = tuple(tuple(s) for s in model["weight_shapes"])
+            classes = int(model["num_classes"])
+            self.trainer = HeadTrainer(backbone, shapes, tuple(model["head_indices"]), classes)
+            input_shape = backbone.input_shape
+            self.on_edgetpu = backbone.on_edgetpu
+        self.x, self.y = load_local_data(config.data_path, tuple(input_shape), classes)
+        self.transport = transport if transport is not None else transport_from_config(config)
+        self.last_round: int | None = None
+
+    def run_once(self) -> tuple[Task, ClientUpdate] | None:
+        """Fetch a task; train; submit. None when there is no new task (none published, or
+        this round was already done).
+
+        Raises
+        ------
+        ValueError
+            The task is for another model version, or its weights do not fit.
+        """
+        task = self.transport.fetch(self.config.device_id)
+        if task is None or task.round_index == self.last_round:
+            return None
+        if task.model_version and task.model_version != self.model_version:
+            raise ValueError(
+                f"task for model version {task.model_version[:12]}…, this kit has "
+                f"{self.model_version[:12]}…: install the matching kit"
+            )
+        update = self.trainer.train(task.weights, self.x, self.y, task.plan)
+        self.transport.submit(self.config.device_id, task, update)
+        self.last_round = task.round_index
+        if self.config.state_dir:
+            state = Path(self.config.state_dir)
+            if isinstance(self.trainer, LiteRTTrainer):
+                self.trainable.save_checkpoint(state / "checkpoint.npz")
+            record = {
+                "round_index": task.round_index,
+                "num_examples": update.num_examples,
+                "train_loss": update.metrics.get("train_loss"),
+                "time": time.time(),
+            }
+            atomic_write_bytes(state / "last_round.json", json.dumps(record).encode())
+        return task, update
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB.
+
+    ``VmHWM`` of ``/proc/self/status`` where it exists: ``ru_maxrss`` survives ``exec``
+    and would report the parent's peak for a process started from a big one.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point (see the module docstring)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m fedlab.edge.agent",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="path of device.json")
+    parser.add_argument("--loop", action="store_true", help="keep polling for tasks")
+    parser.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
+    args = parser.parse_args(argv)
+    try:
+        config = DeviceConfig.load(args.config)
+        agent = DeviceAgent(config)
+    except ConfigError as exc:
+        print(f"fedlab-agent: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KitVerificationError as exc:
+        print(f"fedlab-agent: kit refused: {exc}", file=sys.stderr)
+        return 3
+    except EdgeTPUUnavailable as exc:
+        print(f"fedlab-agent: {exc}", file=sys.stderr)
+        return 5
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"fedlab-agent: local data refused: {exc}", file=sys.stderr)
+        return 4
+    while True:
+        start = time.perf_counter()
+        try:
+            result = agent.run_once()
+        except (ValueError, OSError, FloatingPointError) as exc:
+            print(f"fedlab-agent: round failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            if not args.loop:
+                return 6
+            result = None
+        if result is not None:
+            task, update = result
+            print(
+                json.dumps(
+                    {
+                        "device_id": config.device_id,
+                        "round_index": task.round_index,
+                        "num_examples": update.num_examples,
+                        "num_steps": update.num_steps,
+                        "train_loss": update.metrics.get("train_loss"),
+                        "seconds": round(time.perf_counter() - start, 4),
+                        "peak_rss_mb": round(peak_rss_mb(), 1),
+                        "tensorflow_imported": "tensorflow" in sys.modules,
+                    }
+                ),
+                flush=True,
+            )
+        elif result is None and not args.loop:
+            print("fedlab-agent: no task", file=sys.stderr)
+        if not args.loop:
+            return 0
+        time.sleep(args.interval)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Device kits (workbench side): a signed folder and tarball a board installs with one script."""
+
+from __future__ import annotations
+
+from fedlab.kits.builder import KIT_TARGETS, Kit, build_kit
+from fedlab.kits.requirements import device_requirements, read_lock
+
+__all__ = ["KIT_TARGETS", "Kit", "build_kit", "device_requirements", "read_lock"]

@@ -1,0 +1,266 @@
+"""``build_kit``: everything a Raspberry Pi or a Coral board needs, signed.
+
+A kit folder holds the model(s), ``manifest.json`` + ``manifest.sig`` (SHA-256 of every file,
+Ed25519-signed by the workbench key), a ``device.json`` template that pins the workbench's
+public key, a wheel of fedlab (installed with only the ``device`` extra), the device's
+pinned requirements (Python 3.11, aarch64), the setup script(s) and the systemd unit from
+``device_kits/``; and a ``.tar.gz`` of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+import fedlab
+from fedlab._tf import keras
+from fedlab.edge.manifest import (
+    Manifest,
+    generate_signing_key,
+    load_signing_key,
+    public_key_b64,
+    write_manifest,
+)
+from fedlab.edge.model import atomic_write_bytes
+from fedlab.kits.requirements import device_requirements, read_lock
+
+__all__ = ["KIT_TARGETS", "Kit", "build_kit"]
+
+ROOT = Path(__file__).resolve().parents[2]
+KIT_TARGETS = ("raspberry_pi", "coral")
+Target = Literal["raspberry_pi", "coral"]
+
+
+@dataclass(frozen=True, slots=True)
+class Kit:
+    """A built kit.
+
+    Attributes
+    ----------
+    folder, tarball : Path
+        The kit and its archive.
+    manifest : Manifest
+        Hashes and info as signed.
+    trusted_key : str
+        The workbench public key (base64) the device must be configured with.
+    notes : tuple of str
+        What the builder could not do here and why (e.g. no Edge TPU compiler).
+    """
+
+    folder: Path
+    tarball: Path
+    manifest: Manifest
+    trusted_key: str
+    notes: tuple[str, ...] = ()
+
+
+def _wheel(out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-w",
+                tmp,
+                str(ROOT),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"building the fedlab wheel failed:\n{proc.stderr}")
+        (wheel,) = Path(tmp).glob("fedlab-*.whl")
+        return Path(shutil.copy2(wheel, out / wheel.name))
+
+
+def _export_litert(model: keras.Model, folder: Path, batch_size: int) -> dict[str, Any]:
+    from fedlab.optimize.trainable import UnsupportedLayer, export_trainable_tflite
+
+    try:
+        export = export_trainable_tflite(model, batch_size=batch_size, trainable="all")
+    except UnsupportedLayer:
+        export = export_trainable_tflite(model, batch_size=batch_size, trainable="head")
+    path = export.save(folder / "model" / "model.tflite")
+    return {
+        "file": "model/model.tflite",
+        "spec": export.metadata(),
+        "version": hashlib.sha256(export.model).hexdigest(),
+        "bytes": path.stat().st_size,
+    }
+
+
+def _export_coral(
+    model: keras.Model, folder: Path, representative: np.ndarray, notes: list[str]
+) -> dict[str, Any]:
+    from fedlab.optimize.convert import to_tflite
+
+    head = model.layers[-1]
+    if not isinstance(head, keras.layers.Dense):
+        raise ValueError(f"model {model.name!r}: the Coral path needs a Dense head as last layer")
+    if len(head.input.shape) != 2:
+        raise ValueError(f"model {model.name!r}: the head must take a flat embedding")
+    backbone = keras.Model(model.inputs, head.input)
+    data = to_tflite(backbone, mode="int8", representative=representative, int8_io=True)
+    (folder / "model").mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(folder / "model" / "backbone_int8.tflite", data)
+    compiler = shutil.which("edgetpu_compiler")
+    file = "model/backbone_int8.tflite"
+    if compiler:
+        subprocess.run(
+            [compiler, "-s", "-o", str(folder / "model"), str(folder / file)],
+            check=True,
+            capture_output=True,
+        )
+        file = "model/backbone_int8_edgetpu.tflite"
+    else:
+        notes.append(
+            "the Edge TPU compiler is not installed on this machine (it runs on x86-64 Linux "
+            "only): the kit carries the uncompiled int8 backbone, which the Edge TPU delegate "
+            "would run on the CPU. Compile it with device_kits/coral/compile_edgetpu.sh on an "
+            "x86-64 host and rebuild the kit with edgetpu_model=…"
+        )
+    weights = model.weights
+    index = {id(w): i for i, w in enumerate(weights)}
+    return {
+        "backbone": file,
+        "head_indices": [index[id(head.kernel)], index[id(head.bias)]],
+        "weight_shapes": [list(map(int, w.shape)) for w in weights],
+        "num_classes": int(head.units),
+        "version": hashlib.sha256((folder / file).read_bytes()).hexdigest(),
+        "compiled_for_edgetpu": bool(compiler),
+    }
+
+
+def build_kit(
+    model: keras.Model,
+    *,
+    target: Target = "raspberry_pi",
+    out: str | Path,
+    signing_key: str | Path,
+    representative: np.ndarray | None = None,
+    batch_size: int = 16,
+    device_id: str = "device-001",
+    edgetpu_model: str | Path | None = None,
+) -> Kit:
+    """Build and sign a device kit for ``model``.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A zoo-style chain ending in a Dense head (logits).
+    target : {"raspberry_pi", "coral"}
+        ``raspberry_pi``: a trainable builtin-only ``.tflite`` (full model when every layer
+        has a builtin backward, else head-only). ``coral``: an int8 backbone for the Edge
+        TPU; the head is trained in numpy on the board's CPU.
+    out : path
+        Parent folder; the kit goes to ``out/<model>-<target>/`` and ``…tar.gz``.
+    signing_key : path
+        The workbench's Ed25519 key (PEM); created on first use.
+    representative : array, optional
+        Training examples for int8 calibration (required for ``coral``).
+    batch_size : int
+        Static batch of the trainable model.
+    device_id : str
+        Put into the ``device.json`` template.
+    edgetpu_model : path, optional
+        A backbone already compiled with ``edgetpu_compiler`` (Coral; replaces the
+        uncompiled one).
+    """
+    if target not in KIT_TARGETS:
+        raise ValueError(f"target must be one of {KIT_TARGETS}, got {target!r}")
+    if target == "coral" and representative is None:
+        raise ValueError("target 'coral' needs representative data for int8 calibration")
+    key_path = Path(signing_key)
+    key = load_signing_key(key_path) if key_path.exists() else generate_signing_key(key_path)
+    name = f"{model.name}-{target}"
+    folder = Path(out) / name
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    notes: list[str] = []
+    try:
+        if target == "raspberry_pi":
+            mode, info = "litert", _export_litert(model, staging, batch_size)
+        else:
+            assert representative is not None
+            mode, info = "coral", _export_coral(model, staging, representative, notes)
+            if edgetpu_model is not None:
+                compiled = Path(edgetpu_model)
+                shutil.copy2(compiled, staging / "model" / compiled.name)
+                info["backbone"] = f"model/{compiled.name}"
+                info["version"] = hashlib.sha256(compiled.read_bytes()).hexdigest()
+                info["compiled_for_edgetpu"] = True
+                notes.clear()
+        wheel = _wheel(staging / "wheels")
+        reqs = device_requirements(read_lock(ROOT / "requirements.lock"))
+        (staging / "requirements-device.txt").write_text(
+            "# Python 3.11 on Linux aarch64 (64-bit Raspberry Pi OS Bookworm, Coral Dev Board)\n"
+            + "\n".join(reqs)
+            + "\n"
+        )
+        kits = ROOT / "device_kits"
+        shutil.copy2(kits / "common.sh", staging / "common.sh")
+        for item in sorted((kits / target).iterdir()):
+            if item.is_file():
+                shutil.copy2(item, staging / item.name)
+        pub = public_key_b64(key)
+        template = {
+            "device_id": device_id,
+            "kit_dir": "/opt/fedlab/kit",
+            "data_path": "/var/lib/fedlab/data.npz",
+            "trusted_key": pub,
+            "mode": mode,
+            "transport": {"kind": "files", "folder": "/var/lib/fedlab/exchange"},
+            "coral_fallback": "refuse" if target == "coral" else "cpu",
+            "threads": 1,
+            "state_dir": "/var/lib/fedlab/state",
+        }
+        (staging / "device.json.template").write_text(json.dumps(template, indent=1) + "\n")
+        files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        manifest = write_manifest(
+            staging,
+            files,
+            key,
+            {
+                "kit_format": 1,
+                "target": target,
+                "mode": mode,
+                "model_name": model.name,
+                "model": info,
+                "fedlab": fedlab.__version__,
+                "wheel": wheel.name,
+                "python": "3.11",
+                "platform": "linux_aarch64",
+                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+        if folder.exists():
+            shutil.rmtree(folder)
+        staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    tarball = folder.with_name(f"{name}.tar.gz")
+    tmp = tarball.with_name(f".{tarball.name}.tmp")
+    with tarfile.open(tmp, "w:gz") as tar:
+        tar.add(folder, arcname=name)
+    tmp.replace(tarball)
+    return Kit(folder, tarball, manifest, pub, tuple(notes))
