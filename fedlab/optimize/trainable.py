@@ -7,8 +7,9 @@ a model are translated into explicit forward and backward passes written with op
 convert to builtins:
 
 * Dense: ``dW = xᵀ·dy``, ``dx = dy·Wᵀ`` (FULLY_CONNECTED / BATCH_MATMUL);
-* Conv1D/Conv2D: the filter gradient from image patches built by strided slicing and one
-  matmul, the input gradient by TRANSPOSE_CONV;
+* Conv1D/Conv2D: image patches built by strided slicing; the forward pass and the filter
+  gradient are one matmul each on them; the input gradient is the patches of the output
+  gradient times the flipped kernel (stride 1) or a TRANSPOSE_CONV (strided);
 * ReLU/ReLU6: ``dy · (0 < y < max)``; max pooling: the gradient is routed to the first
   maximum of each window (ARG_MAX, ONE_HOT, DEPTH_TO_SPACE); global average pooling:
   broadcast;
@@ -114,7 +115,7 @@ def _act_forward(kind: str, cap: float | None, z: tf.Tensor) -> tf.Tensor:
 def _act_backward(kind: str, cap: float | None, y: tf.Tensor, dy: tf.Tensor) -> tf.Tensor:
     if kind == "linear":
         return dy
-    mask = tf.cast(y > 0.0, dy.dtype)
+    mask = tf.sign(y)  # y = relu(z) >= 0: one op for the (y > 0) mask
     if cap is not None:
         mask = mask * tf.cast(y < cap, dy.dtype)
     return dy * mask
@@ -162,22 +163,13 @@ class _Conv:
     def _kernel(self, kernel: tf.Tensor) -> tf.Tensor:
         return tf.expand_dims(kernel, 0) if self.one_d else kernel
 
-    def forward(self, x: tf.Tensor, params: list[tf.Tensor]) -> tuple[tf.Tensor, Any]:
-        x4 = self._4d(x)
-        z = tf.nn.conv2d(x4, self._kernel(params[0]), (1, *self.s, 1), self.padding)
-        if self.bias:
-            z = z + params[1]
-        y = _act_forward(self.kind, self.cap, z)
-        return (tf.squeeze(y, 1) if self.one_d else y), (x4, y)
-
-    def backward(
-        self, dy: tf.Tensor, cache: Any, params: list[tf.Tensor], need_dx: bool
-    ) -> tuple[tf.Tensor | None, list[tf.Tensor]]:
-        x4, y = cache
-        dz = _act_backward(self.kind, self.cap, y, self._4d(dy))
-        (kh, kw), (sh, sw), (ho, wo) = self.k, self.s, self.out_hw
-        c = self.in_hwc[2]
-        xp = tf.pad(x4, [[0, 0], list(self.pads[0]), list(self.pads[1]), [0, 0]])
+    @staticmethod
+    def _im2col(
+        x4: tf.Tensor, k: tuple[int, ...], s: tuple[int, ...], out: tuple[int, int], pads: Any
+    ) -> tf.Tensor:
+        """(B·Ho·Wo, kh·kw·C) patches, ordered (i, j, c) like a reshaped HWIO kernel."""
+        (kh, kw), (sh, sw), (ho, wo) = k, s, out
+        xp = tf.pad(x4, [[0, 0], list(pads[0]), list(pads[1]), [0, 0]])
         patches = tf.concat(
             [
                 xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw, :]
@@ -186,19 +178,56 @@ class _Conv:
             ],
             axis=-1,
         )
-        cols = tf.reshape(patches, (-1, kh * kw * c))
+        return tf.reshape(patches, (-1, kh * kw * int(x4.shape[-1])))
+
+    def _cols(self, x4: tf.Tensor) -> tf.Tensor:
+        return self._im2col(x4, self.k, self.s, self.out_hw, self.pads)
+
+    def forward(self, x: tf.Tensor, params: list[tf.Tensor]) -> tuple[tf.Tensor, Any]:
+        # The convolution as patches × kernel matrix: a matmul with a variable operand is
+        # faster in LiteRT than CONV_2D with non-constant filters (XNNPACK takes only
+        # constant ones), and the patches are reused by the filter gradient.
+        x4 = self._4d(x)
+        (kh, kw), (ho, wo) = self.k, self.out_hw
+        cols = self._cols(x4)
+        wmat = tf.reshape(params[0], (kh * kw * self.in_hwc[2], self.o))
+        z = tf.reshape(tf.matmul(cols, wmat), (x4.shape[0], ho, wo, self.o))
+        if self.bias:
+            z = z + params[1]
+        y = _act_forward(self.kind, self.cap, z)
+        return (tf.squeeze(y, 1) if self.one_d else y), (x4, y, cols)
+
+    def backward(
+        self, dy: tf.Tensor, cache: Any, params: list[tf.Tensor], need_dx: bool
+    ) -> tuple[tf.Tensor | None, list[tf.Tensor]]:
+        x4, y, cols = cache
+        dz = _act_backward(self.kind, self.cap, y, self._4d(dy))
+        (kh, kw), (sh, sw) = self.k, self.s
+        c = self.in_hwc[2]
         dz2 = tf.reshape(dz, (-1, self.o))
         dkernel = tf.reshape(tf.matmul(cols, dz2, transpose_a=True), (kh, kw, c, self.o))
         grads = [tf.squeeze(dkernel, 0) if self.one_d else dkernel]
         if self.bias:
             grads.append(tf.reduce_sum(dz2, axis=0))
         dx = None
-        if need_dx:
-            batch = x4.shape[0]
+        if need_dx and (sh, sw) == (1, 1):
+            # Stride 1: the input gradient is a convolution of dz with the flipped kernel,
+            # again as patches × matrix (TRANSPOSE_CONV with a variable filter is slow).
+            h, w = self.in_hwc[:2]
+            (pt, pb), (pl, pr) = self.pads
+            back = ((kh - 1 - pt, kh - 1 - pb), (kw - 1 - pl, kw - 1 - pr))
+            dcols = self._im2col(dz, self.k, (1, 1), (h, w), back)
+            flipped = tf.transpose(tf.reverse(self._kernel(params[0]), [0, 1]), (0, 1, 3, 2))
+            dx4 = tf.reshape(
+                tf.matmul(dcols, tf.reshape(flipped, (kh * kw * self.o, c))),
+                (x4.shape[0], h, w, c),
+            )
+            dx = tf.squeeze(dx4, 1) if self.one_d else dx4
+        elif need_dx:
             dx4 = tf.nn.conv2d_transpose(
                 dz,
                 self._kernel(params[0]),
-                output_shape=(batch, *self.in_hwc),
+                output_shape=(x4.shape[0], *self.in_hwc),
                 strides=(1, sh, sw, 1),
                 padding=self.padding,
             )

@@ -1,0 +1,137 @@
+"""Device targets of issue 5, measured in one run; writes ``build/bench/device.json``.
+
+1. LiteRT train step on the digits CNN (batch 16, 1 thread, median of 300 steps, 5
+   repeats) next to the same step in TensorFlow (the workbench's compiled Keras step) and
+   the LiteRT inference of the batch. Target: median ≤ 1 ms.
+2. The device agent for one training round, in a subprocess that can import only numpy,
+   cryptography, ai-edge-litert and fedlab: its peak RSS (VmHWM) and whether TensorFlow got
+   imported. Target: ≤ 150 MB, never.
+3. Its update against the Keras reference runtime from the same start and batches.
+   Target: relative difference ≤ 1e-4.
+
+Usage: ``python benchmarks/device.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    import numpy as np
+
+    from fedlab._tf import tf
+    from fedlab.data import federated_digits, federated_sensors
+    from fedlab.data.federated_dataset import ClientData
+    from fedlab.edge.bench import latency
+    from fedlab.edge.model import TrainableModel
+    from fedlab.edge.transport import FileTransport, Task
+    from fedlab.federated import ClientPlan, KerasRuntime
+    from fedlab.kits import build_kit
+    from fedlab.models import build_model
+
+    # One thread for TensorFlow too, so both runtimes are compared on one core.
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    out: dict = {"train_step": {}}
+    work = Path(tempfile.mkdtemp(prefix="fedlab-bench-device-"))
+    rng = np.random.default_rng(0)
+    print("1 · train step, batch 16, 1 thread (median of 300 steps; 5 repeats)")
+    for name, shape, k in (("digits_cnn", (8, 8, 1), 10), ("sensor_cnn1d", (100, 3), 6)):
+        model = build_model(name, shape, k)
+        kit = build_kit(model, target="raspberry_pi", out=work, signing_key=work / "key.pem")
+        trainable = TrainableModel.load(kit.folder / "model" / "model.tflite", threads=1)
+        x = rng.normal(size=(16, *shape)).astype(np.float32)
+        y = rng.integers(0, k, 16).astype(np.int32)
+        w = np.full(16, 1 / 16, np.float32)
+        runtime = KerasRuntime(lambda n=name, s=shape, c=k: build_model(n, s, c))
+        step = runtime._begin_client(
+            runtime.initial_weights(), ClientPlan(0, 0, 1, 16, 1e-6, seed=0)
+        )
+        xt, yt = tf.constant(x), tf.constant(y.astype(np.int64))
+        runs = {"litert_train": [], "litert_infer": [], "tensorflow_train": []}
+        for _ in range(5):
+            runs["litert_train"].append(
+                latency(lambda: trainable.train_step(x, y, w, lr=1e-6), 300)["median_ms"]
+            )
+            runs["litert_infer"].append(latency(lambda: trainable.logits(x), 300)["median_ms"])
+            runs["tensorflow_train"].append(latency(lambda: step(xt, yt), 300)["median_ms"])
+        row = {key: statistics.median(v) for key, v in runs.items()}
+        row["repeats"] = runs
+        row["tf_over_litert"] = row["tensorflow_train"] / row["litert_train"]
+        out["train_step"][name] = row
+        print(
+            f"  {name:<13} LiteRT train {row['litert_train']:.3f} ms (target ≤ 1 ms for digits), "
+            f"infer {row['litert_infer']:.3f} ms; TensorFlow train {row['tensorflow_train']:.3f} ms "
+            f"→ TF/LiteRT {row['tf_over_litert']:.2f}×"
+        )
+
+    print("2 · one agent round in a device-only subprocess (digits CNN)")
+    kit = build_kit(build_model("digits_cnn", (8, 8, 1), 10), target="raspberry_pi", out=work,
+                    signing_key=work / "key.pem")  # fmt: skip
+    data = federated_digits(num_clients=20, seed=1)
+    client = max(data.clients, key=lambda c: c.num_examples)
+    device = work / "device"
+    device.mkdir()
+    np.savez(device / "data.npz", x=client.x, y=client.y)
+    config = json.loads((kit.folder / "device.json.template").read_text())
+    config.update(device_id="bench-1", kit_dir=str(kit.folder), data_path="data.npz",
+                  transport={"kind": "files", "folder": "exchange"}, state_dir="state")  # fmt: skip
+    (device / "device.json").write_text(json.dumps(config))
+    runtime = KerasRuntime(lambda: build_model("digits_cnn", (8, 8, 1), 10))
+    weights = runtime.initial_weights()
+    plan = ClientPlan(client_id=0, round_index=0, epochs=5, batch_size=16, learning_rate=0.05,
+                      seed=3)  # fmt: skip
+    exchange = FileTransport(device / "exchange")
+    exchange.publish(Task(plan, weights, kit.manifest.info["model"]["version"]))
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "fedlab.edge.emulate", "fedlab.edge.agent", "--config",
+         str(device / "device.json")], capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        print(proc.stderr)
+        return 1
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    (accepted, rejected) = exchange.collect(0, tuple(w.shape for w in weights))
+    got = accepted[0][1]
+    expected = runtime.train_one(weights, ClientData(0, client.x, client.y), plan)
+    num = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(got.delta, expected.delta, strict=True)))
+    rel = float(num / np.sqrt(sum(np.sum(b**2) for b in expected.delta)))
+    out["agent"] = {**report, "process_wall_s": wall, "examples": client.num_examples,
+                    "epochs": plan.epochs, "update_rel_diff_vs_keras": rel}  # fmt: skip
+    print(
+        f"  {client.num_examples} examples × {plan.epochs} epochs = {report['num_steps']} steps in "
+        f"{report['seconds']:.3f} s; process {wall:.2f} s incl. start-up; peak RSS "
+        f"{report['peak_rss_mb']:.1f} MB (target ≤ 150); TensorFlow imported: "
+        f"{report['tensorflow_imported']}"
+    )
+    print(f"3 · update vs Keras reference: relative difference {rel:.2e} (target ≤ 1e-4)")
+    digits = out["train_step"]["digits_cnn"]["litert_train"]
+    out["targets"] = {
+        "train_step_ms_le_1": digits <= 1.0,
+        "agent_rss_mb_le_150": report["peak_rss_mb"] <= 150,
+        "agent_without_tensorflow": not report["tensorflow_imported"],
+        "update_rel_diff_le_1e-4": rel <= 1e-4,
+    }
+    path = ROOT / "build" / "bench" / "device.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1))
+    print(f"targets: {out['targets']}\nwrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
