@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,12 +33,13 @@ def main() -> int:
     import numpy as np
 
     from fedlab._tf import tf
-    from fedlab.data import federated_digits, federated_sensors
+    from fedlab.data import federated_digits
     from fedlab.data.federated_dataset import ClientData
     from fedlab.edge.bench import latency
     from fedlab.edge.model import TrainableModel
     from fedlab.edge.transport import FileTransport, Task
     from fedlab.federated import ClientPlan, KerasRuntime
+    from fedlab.federated.aggregate import relative_difference
     from fedlab.kits import build_kit
     from fedlab.models import build_model
 
@@ -60,58 +62,87 @@ def main() -> int:
             runtime.initial_weights(), ClientPlan(0, 0, 1, 16, 1e-6, seed=0)
         )
         xt, yt = tf.constant(x), tf.constant(y.astype(np.int64))
-        runs = {"litert_train": [], "litert_infer": [], "tensorflow_train": []}
-        for _ in range(5):
-            runs["litert_train"].append(
-                latency(lambda: trainable.train_step(x, y, w, lr=1e-6), 300)["median_ms"]
-            )
-            runs["litert_infer"].append(latency(lambda: trainable.logits(x), 300)["median_ms"])
-            runs["tensorflow_train"].append(latency(lambda: step(xt, yt), 300)["median_ms"])
-        row = {key: statistics.median(v) for key, v in runs.items()}
+        calls = {
+            "litert_train": partial(trainable.train_step, x, y, w, lr=1e-6),
+            "litert_infer": partial(trainable.logits, x),
+            "tensorflow_train": partial(step, xt, yt),
+        }
+        runs: dict[str, list[float]] = {key: [] for key in calls}
+        for _ in range(5):  # interleaved, so drifting machine load hits all three alike
+            for key, call in calls.items():
+                runs[key].append(latency(call, 300)["median_ms"])
+        row: dict = {key: statistics.median(v) for key, v in runs.items()}
         row["repeats"] = runs
         row["tf_over_litert"] = row["tensorflow_train"] / row["litert_train"]
         out["train_step"][name] = row
         print(
             f"  {name:<13} LiteRT train {row['litert_train']:.3f} ms (target ≤ 1 ms for digits), "
-            f"infer {row['litert_infer']:.3f} ms; TensorFlow train {row['tensorflow_train']:.3f} ms "
+            f"infer {row['litert_infer']:.3f} ms; "
+            f"TensorFlow train {row['tensorflow_train']:.3f} ms "
             f"→ TF/LiteRT {row['tf_over_litert']:.2f}×"
         )
 
     print("2 · one agent round in a device-only subprocess (digits CNN)")
-    kit = build_kit(build_model("digits_cnn", (8, 8, 1), 10), target="raspberry_pi", out=work,
-                    signing_key=work / "key.pem")  # fmt: skip
+    kit = build_kit(
+        build_model("digits_cnn", (8, 8, 1), 10),
+        target="raspberry_pi",
+        out=work,
+        signing_key=work / "key.pem",
+    )
     data = federated_digits(num_clients=20, seed=1)
     client = max(data.clients, key=lambda c: c.num_examples)
     device = work / "device"
     device.mkdir()
     np.savez(device / "data.npz", x=client.x, y=client.y)
     config = json.loads((kit.folder / "device.json.template").read_text())
-    config.update(device_id="bench-1", kit_dir=str(kit.folder), data_path="data.npz",
-                  transport={"kind": "files", "folder": "exchange"}, state_dir="state")  # fmt: skip
+    config.update(
+        device_id="bench-1",
+        kit_dir=str(kit.folder),
+        data_path="data.npz",
+        transport={"kind": "files", "folder": "exchange"},
+        state_dir="state",
+    )
     (device / "device.json").write_text(json.dumps(config))
     runtime = KerasRuntime(lambda: build_model("digits_cnn", (8, 8, 1), 10))
     weights = runtime.initial_weights()
-    plan = ClientPlan(client_id=0, round_index=0, epochs=5, batch_size=16, learning_rate=0.05,
-                      seed=3)  # fmt: skip
+    plan = ClientPlan(
+        client_id=0, round_index=0, epochs=5, batch_size=16, learning_rate=0.05, seed=3
+    )
     exchange = FileTransport(device / "exchange")
     exchange.publish(Task(plan, weights, kit.manifest.info["model"]["version"]))
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "fedlab.edge.emulate", "fedlab.edge.agent", "--config",
-         str(device / "device.json")], capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "fedlab.edge.emulate",
+            "fedlab.edge.agent",
+            "--config",
+            str(device / "device.json"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         print(proc.stderr)
         return 1
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    (accepted, rejected) = exchange.collect(0, tuple(w.shape for w in weights))
+    accepted, rejected = exchange.collect(0, tuple(w.shape for w in weights))
+    if rejected:
+        print(f"update rejected: {rejected}")
+        return 1
     got = accepted[0][1]
     expected = runtime.train_one(weights, ClientData(0, client.x, client.y), plan)
-    num = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(got.delta, expected.delta, strict=True)))
-    rel = float(num / np.sqrt(sum(np.sum(b**2) for b in expected.delta)))
-    out["agent"] = {**report, "process_wall_s": wall, "examples": client.num_examples,
-                    "epochs": plan.epochs, "update_rel_diff_vs_keras": rel}  # fmt: skip
+    rel = relative_difference(got.delta, expected.delta)
+    out["agent"] = {
+        **report,
+        "process_wall_s": wall,
+        "examples": client.num_examples,
+        "epochs": plan.epochs,
+        "update_rel_diff_vs_keras": rel,
+    }
     print(
         f"  {client.num_examples} examples × {plan.epochs} epochs = {report['num_steps']} steps in "
         f"{report['seconds']:.3f} s; process {wall:.2f} s incl. start-up; peak RSS "

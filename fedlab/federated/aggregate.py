@@ -8,7 +8,7 @@ import numpy as np
 
 from fedlab.federated.types import Weights
 
-__all__ = ["add_weights", "weighted_mean"]
+__all__ = ["add_weights", "relative_difference", "weighted_mean"]
 
 
 def weighted_mean(tensors: Sequence[Weights], weights: Sequence[float]) -> Weights:
@@ -44,3 +44,14 @@ def add_weights(base: Weights, step: Weights, scale: float = 1.0) -> Weights:
         (b.astype(np.float64) + scale * s).astype(np.float32)
         for b, s in zip(base, step, strict=True)
     )
+
+
+def relative_difference(a: Weights, b: Weights) -> float:
+    """``‖a − b‖ / ‖b‖`` over all tensors together (global L2 norms, in float64)."""
+    num = sum(
+        float(np.sum((np.asarray(x, np.float64) - y) ** 2)) for x, y in zip(a, b, strict=True)
+    )
+    den = sum(float(np.sum(np.asarray(y, np.float64) ** 2)) for y in b)
+    if den == 0.0:
+        return 0.0 if num == 0.0 else float("inf")
+    return float(np.sqrt(num / den))

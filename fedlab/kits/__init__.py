@@ -3,6 +3,22 @@
 from __future__ import annotations
 
 from fedlab.kits.builder import KIT_TARGETS, Kit, build_kit
+from fedlab.kits.fleet import (
+    EmulatedDevice,
+    EmulatedRound,
+    make_emulated_devices,
+    run_emulated_round,
+)
 from fedlab.kits.requirements import device_requirements, read_lock
 
-__all__ = ["KIT_TARGETS", "Kit", "build_kit", "device_requirements", "read_lock"]
+__all__ = [
+    "KIT_TARGETS",
+    "EmulatedDevice",
+    "EmulatedRound",
+    "Kit",
+    "build_kit",
+    "device_requirements",
+    "make_emulated_devices",
+    "read_lock",
+    "run_emulated_round",
+]

@@ -123,7 +123,33 @@ def check_live_rounds(results: dict[str, Any]) -> None:
     assert results["headline"]["value"] == play["test_accuracy"][-1]
 
 
+def check_device_kits(results: dict[str, Any]) -> None:
+    cfg = results["config"]
+    assert cfg["smoke"] is True
+    zoo = {row["model"]: row for row in results["zoo"]}
+    assert zoo["digits_cnn"]["trains"] == zoo["sensor_cnn1d"]["trains"] == "all"
+    assert zoo["mobilenet_tiny"]["trains"] == "head"
+    assert all(row["Flex ops"] == "none" for row in zoo.values())
+    kits = results["kits"]
+    assert kits["raspberry_pi"]["mode"] == "litert" and kits["coral"]["mode"] == "coral"
+    assert "model/model.tflite" in kits["raspberry_pi"]["files"]
+    assert results["doctor"] == {"raspberry_pi": 0, "coral": 1}  # no Edge TPU here
+    rounds = results["rounds"]
+    assert len(rounds) == cfg["rounds"]
+    for row in rounds:
+        assert row["devices"] == cfg["devices"] and row["TensorFlow imported"] is False
+        assert 0 < row["max peak RSS MB"] <= 150
+    assert rounds[-1]["test accuracy"] > 0.2, "chance is 0.1"
+    assert results["update_rel_diff"] < 1e-4
+    lat = {row["model"]: row for row in results["latency"]}
+    assert lat["trainable digits CNN"]["train step median ms"] > 0
+    tampered = results["tampered"]
+    assert tampered["exit_code"] == 3 and "setup.sh: SHA-256" in tampered["message"]
+    assert results["headline"]["value"] == rounds[-1]["test accuracy"]
+
+
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "02_device_kits": check_device_kits,
     "03_live_federated_rounds": check_live_rounds,
     "01_model_compression": check_compression,
     "00_quickstart": check_quickstart,
