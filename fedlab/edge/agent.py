@@ -22,7 +22,7 @@ from typing import Any
 
 from fedlab.edge.config import ConfigError, DeviceConfig
 from fedlab.edge.coral import EdgeTPUUnavailable, EmbeddingBackbone, HeadTrainer
-from fedlab.edge.data import load_local_data
+from fedlab.edge.data import DataError, load_local_data
 from fedlab.edge.manifest import KitVerificationError, Manifest, verify_kit
 from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
 from fedlab.edge.trainer import LiteRTTrainer
@@ -171,9 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeTPUUnavailable as exc:
         print(f"fedlab-agent: {exc}", file=sys.stderr)
         return 5
-    except (ValueError, FileNotFoundError) as exc:
+    except DataError as exc:
         print(f"fedlab-agent: local data refused: {exc}", file=sys.stderr)
         return 4
+    except (ValueError, OSError) as exc:  # a verified kit whose model does not load
+        print(f"fedlab-agent: kit refused: the model does not load: {exc}", file=sys.stderr)
+        return 3
     while True:
         start = time.perf_counter()
         try:

@@ -8,6 +8,7 @@ written here so that it runs on Python 3.11 (pycoral's wheels stop at 3.9).
 from __future__ import annotations
 
 import ctypes.util
+import hashlib
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -199,10 +200,11 @@ class HeadTrainer:
         self.weight_shapes = tuple(tuple(s) for s in weight_shapes)
         self.head_indices = (k, b)
         self.num_classes = num_classes
-        self._cache: tuple[int, np.ndarray] | None = None
+        self._cache: tuple[str, np.ndarray] | None = None
 
     def _embeddings(self, x: np.ndarray) -> np.ndarray:
-        key = id(x)
+        # The local data rarely changes between rounds: embed it once per content.
+        key = hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).hexdigest()
         if self._cache is None or self._cache[0] != key:
             self._cache = (key, self.backbone.embed(x))
         return self._cache[1]

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["Check", "Probe", "diagnose", "main", "probe"]
+__all__ = ["Check", "Probe", "Report", "diagnose", "main", "probe"]
 
 EDGETPU_USB_IDS = {
     "1a6e:089a": "Coral USB Accelerator (before first use)",

@@ -23,7 +23,7 @@ from fedlab.edge import (
 )
 from fedlab.edge.agent import DeviceAgent
 from fedlab.edge.coral import EmbeddingBackbone, softmax_head_step
-from fedlab.edge.data import load_local_data
+from fedlab.edge.data import DataError, load_local_data
 from fedlab.federated import ClientPlan, KerasRuntime, UpdateRejected
 from fedlab.models import build_model
 from tests.edge.conftest import write_device
@@ -142,8 +142,14 @@ def test_local_data_of_the_wrong_shape_is_refused(tmp_path) -> None:
     np.savetxt(tmp_path / "short.csv", rows[:, 1:], delimiter=",")
     with pytest.raises(ValueError, match="rows have 64 columns, expected 65"):
         load_local_data(tmp_path / "short.csv", (8, 8, 1), 10)
-    with pytest.raises(FileNotFoundError, match="local data file not found"):
+    with pytest.raises(DataError, match="local data file not found"):
         load_local_data(tmp_path / "none.npz", (8, 8, 1), 10)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="not a readable .npz"):
+        load_local_data(tmp_path / "junk.npz", (8, 8, 1), 10)
+    (tmp_path / "text.csv").write_text("a,b\nx,y\n")
+    with pytest.raises(DataError, match="not a numeric CSV"):
+        load_local_data(tmp_path / "text.csv", (1,), 2)
 
 
 def test_coral_without_an_edge_tpu_refuses_or_falls_back(kits, tmp_path) -> None:
@@ -260,6 +266,16 @@ def test_the_agent_exits_with_a_clear_reason(kits, tmp_path) -> None:
     config = write_device(tmp_path / "b", kits["pi"], kit_dir=str(kit))
     proc = run_agent(config)
     assert proc.returncode == 3 and "setup.sh: SHA-256" in proc.stderr
+    # Signed by the right key but broken (a workbench bug): refused before training.
+    from fedlab.edge.manifest import load_signing_key, write_manifest
+
+    broken = Path(shutil.copytree(kits["pi"].folder, tmp_path / "broken"))
+    (broken / "model" / "model.tflite").write_bytes(b"not a flatbuffer")
+    files = [f for f in kits["pi"].manifest.files]
+    write_manifest(broken, files, load_signing_key(kits["key"]), kits["pi"].manifest.info)
+    config = write_device(tmp_path / "e", kits["pi"], kit_dir=str(broken))
+    proc = run_agent(config)
+    assert proc.returncode == 3 and "the model does not load" in proc.stderr
     config = write_device(tmp_path / "c", kits["pi"])
     np.savez(tmp_path / "c" / "data.npz", x=np.zeros((3, 64)), y=np.zeros(3))
     proc = run_agent(config)
