@@ -25,6 +25,7 @@ import numpy as np
 
 import fedlab
 from fedlab._tf import keras
+from fedlab.edge.config import DeviceConfig
 from fedlab.edge.manifest import (
     Manifest,
     generate_signing_key,
@@ -219,20 +220,14 @@ def build_kit(
         kits = ROOT / "device_kits"
         shutil.copy2(kits / "common.sh", staging / "common.sh")
         for item in sorted((kits / target).iterdir()):
-            if item.is_file():
+            if item.is_file() and item.name != "device.example.json":
                 shutil.copy2(item, staging / item.name)
         pub = public_key_b64(key)
-        template = {
-            "device_id": device_id,
-            "kit_dir": "/opt/fedlab/kit",
-            "data_path": "/var/lib/fedlab/data.npz",
-            "trusted_key": pub,
-            "mode": mode,
-            "transport": {"kind": "files", "folder": "/var/lib/fedlab/exchange"},
-            "coral_fallback": "refuse" if target == "coral" else "cpu",
-            "threads": 1,
-            "state_dir": "/var/lib/fedlab/state",
-        }
+        # The kit's config template is device_kits/<target>/device.example.json with this
+        # workbench's key pinned; the loader checks it as the agent will.
+        template = json.loads((kits / target / "device.example.json").read_text())
+        template.update(device_id=device_id, trusted_key=pub, mode=mode)
+        DeviceConfig.from_dict(template)
         (staging / "device.json.template").write_text(json.dumps(template, indent=1) + "\n")
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
         manifest = write_manifest(
