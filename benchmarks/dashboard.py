@@ -121,7 +121,8 @@ def main() -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1))
     print(f"wrote {path}")
-    return 0  # targets are reported (stdout and JSON), not enforced: a noisy run must not stop `make bench`
+    # Targets are reported (stdout and JSON), not enforced: a noisy run must not stop `make bench`.
+    return 0
 
 
 if __name__ == "__main__":

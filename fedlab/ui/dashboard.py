@@ -403,8 +403,11 @@ class FederationDashboard(Observer):
         self.refresh()
 
     def _on_runner_change(self, runner: RoundRunner) -> None:
-        if runner.state == "running":
-            self.refresh()
+        if runner.state in ("running", "pausing"):
+            # A click's answer (and a round's count) is the status line: drawn at once.
+            # The plots follow with the throttled redraw of the round events.
+            with self._draw_lock:
+                self._draw_status()
         else:
             self.refresh(force=True)
 
