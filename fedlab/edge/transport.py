@@ -139,15 +139,18 @@ class FileTransport:
         path = self.folder / "task.npz"
         if not path.is_file():
             return None
-        with np.load(path, allow_pickle=False) as f:
-            header = json.loads(str(f["header"]))
-            names = sorted(n for n in f.files if n != "header")
-            weights = tuple(np.array(f[n]) for n in names)
-        plan = header["plan"]
-        unknown = set(plan) - set(_PLAN_FIELDS)
-        if unknown:
-            raise ValueError(f"task.npz: unknown plan fields {sorted(unknown)}")
-        return Task(ClientPlan(**plan), weights, str(header.get("model_version", "")))
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                header = json.loads(str(f["header"]))
+                names = sorted(n for n in f.files if n != "header")
+                weights = tuple(np.array(f[n]) for n in names)
+            plan = header["plan"]
+            unknown = set(plan) - set(_PLAN_FIELDS)
+            if unknown:
+                raise ValueError(f"unknown plan fields {sorted(unknown)}")
+            return Task(ClientPlan(**plan), weights, str(header.get("model_version", "")))
+        except (OSError, KeyError, TypeError, EOFError, zipfile.BadZipFile, ValueError) as exc:
+            raise ValueError(f"{path}: not a valid task ({type(exc).__name__}: {exc})") from None
 
     def submit(self, device_id: str, task: Task, update: ClientUpdate) -> None:
         """Write ``updates/<device>-r<round>.npz`` atomically."""

@@ -321,6 +321,9 @@ def test_collect_rejects_damaged_and_forged_updates(kits, tmp_path) -> None:
     with pytest.raises(UpdateRejected, match="not an update of round 2"):
         FileTransport.read_update(exchange.updates / "a-r1.npz", 2, shapes)
     assert exchange.fetch("a") is None
+    (tmp_path / "task.npz").write_bytes(b"PK\x03\x04 half a zip")
+    with pytest.raises(ValueError, match="task.npz: not a valid task"):
+        exchange.fetch("a")
     exchange.publish(task)
     fetched = exchange.fetch("a")
     assert fetched is not None and fetched.plan == plan and len(fetched.weights) == 2
