@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,10 +36,10 @@ def main() -> int:
     from fedlab.data.federated_dataset import ClientData
     from fedlab.edge.bench import latency
     from fedlab.edge.model import TrainableModel
-    from fedlab.edge.transport import FileTransport, Task
+    from fedlab.edge.transport import Task
     from fedlab.federated import ClientPlan, KerasRuntime
     from fedlab.federated.aggregate import relative_difference
-    from fedlab.kits import build_kit
+    from fedlab.kits import build_kit, make_emulated_devices, run_emulated_round
     from fedlab.models import build_model
 
     # One thread for TensorFlow too, so both runtimes are compared on one core.
@@ -91,49 +90,21 @@ def main() -> int:
     )
     data = federated_digits(num_clients=20, seed=1)
     client = max(data.clients, key=lambda c: c.num_examples)
-    device = work / "device"
-    device.mkdir()
-    np.savez(device / "data.npz", x=client.x, y=client.y)
-    config = json.loads((kit.folder / "device.json.template").read_text())
-    config.update(
-        device_id="bench-1",
-        kit_dir=str(kit.folder),
-        data_path="data.npz",
-        transport={"kind": "files", "folder": "exchange"},
-        state_dir="state",
-    )
-    (device / "device.json").write_text(json.dumps(config))
+    (device,) = make_emulated_devices(kit, [client], work / "fleet")
     runtime = KerasRuntime(lambda: build_model("digits_cnn", (8, 8, 1), 10))
     weights = runtime.initial_weights()
     plan = ClientPlan(
         client_id=0, round_index=0, epochs=5, batch_size=16, learning_rate=0.05, seed=3
     )
-    exchange = FileTransport(device / "exchange")
-    exchange.publish(Task(plan, weights, kit.manifest.info["model"]["version"]))
+    task = Task(plan, weights, kit.manifest.info["model"]["version"])
     start = time.perf_counter()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedlab.edge.emulate",
-            "fedlab.edge.agent",
-            "--config",
-            str(device / "device.json"),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_emulated_round([device], work / "fleet" / "exchange", task)
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        print(proc.stderr)
+    if result.failures or result.rejected or not result.accepted:
+        print(f"the device round failed: {result.failures or result.rejected}")
         return 1
-    report = json.loads(proc.stdout.strip().splitlines()[-1])
-    accepted, rejected = exchange.collect(0, tuple(w.shape for w in weights))
-    if rejected:
-        print(f"update rejected: {rejected}")
-        return 1
-    got = accepted[0][1]
+    report = result.reports[device.device_id]
+    got = result.accepted[0][1]
     expected = runtime.train_one(weights, ClientData(0, client.x, client.y), plan)
     rel = relative_difference(got.delta, expected.delta)
     out["agent"] = {
