@@ -327,3 +327,30 @@ def test_collect_rejects_damaged_and_forged_updates(kits, tmp_path) -> None:
     exchange.publish(task)
     fetched = exchange.fetch("a")
     assert fetched is not None and fetched.plan == plan and len(fetched.weights) == 2
+
+
+def test_a_precompiled_edge_tpu_backbone_replaces_the_uncompiled_one(kits, tmp_path) -> None:
+    from fedlab.data import load_digits
+    from fedlab.kits import build_kit
+
+    # Stands in for edgetpu_compiler's output (the compiler cannot run on this machine).
+    compiled = tmp_path / "backbone_int8_edgetpu.tflite"
+    shutil.copy(kits["coral"].folder / "model" / "backbone_int8.tflite", compiled)
+    train, _ = load_digits(seed=0)
+    kit = build_kit(
+        kits["model"],
+        target="coral",
+        out=tmp_path / "out",
+        signing_key=kits["key"],
+        representative=train.x[:50],
+        edgetpu_model=compiled,
+    )
+    info = kit.manifest.info["model"]
+    assert info["backbone"] == "model/backbone_int8_edgetpu.tflite"
+    assert info["compiled_for_edgetpu"] is True and kit.notes == ()
+    assert "model/backbone_int8_edgetpu.tflite" in kit.manifest.files
+    assert kit.trusted_key == kits["coral"].trusted_key  # the same workbench key, reused
+    with pytest.raises(ValueError, match="needs representative data"):
+        build_kit(kits["model"], target="coral", out=tmp_path / "x", signing_key=kits["key"])
+    with pytest.raises(ValueError, match="target must be one of"):
+        build_kit(kits["model"], target="jetson", out=tmp_path / "x", signing_key=kits["key"])  # type: ignore[arg-type]
