@@ -5,6 +5,7 @@ Device layer: numpy and ai-edge-litert only (no TensorFlow).
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -112,14 +113,6 @@ class ModelSpec:
         return json.loads(json.dumps(asdict(self)))
 
 
-def _interpreter(model: bytes, threads: int, delegates: Sequence[Any] = ()) -> Any:
-    from ai_edge_litert.interpreter import Interpreter
-
-    return Interpreter(
-        model_content=model, num_threads=threads, experimental_delegates=list(delegates) or None
-    )
-
-
 class TrainableModel:
     """The ``train``/``infer``/``get_weights``/``set_weights`` signatures of one model.
 
@@ -138,7 +131,9 @@ class TrainableModel:
         if len(data) < 8 or data[4:8] != b"TFL3":
             raise ValueError(f"{model if isinstance(model, str | Path) else 'bytes'}: not TFLite")
         self.spec = spec
-        self._interpreter = _interpreter(data, threads)
+        from ai_edge_litert.interpreter import Interpreter
+
+        self._interpreter = Interpreter(model_content=data, num_threads=threads)
         signatures = self._interpreter.get_signature_list()
         needed = {"train", "infer", "get_weights", "set_weights"}
         if not needed <= set(signatures):
@@ -219,8 +214,6 @@ class TrainableModel:
 
     def save_checkpoint(self, path: str | Path) -> Path:
         """Atomically write the trainable weights to ``path`` (``.npz``)."""
-        import io
-
         buf = io.BytesIO()
         np.savez(buf, *self.get_weights())
         return atomic_write_bytes(path, buf.getvalue())

@@ -67,8 +67,20 @@ class Kit:
 
 
 def _wheel(out: Path) -> Path:
+    """A wheel of fedlab, built from a private copy of the sources.
+
+    Building in the repository would share setuptools' ``build/`` and ``*.egg-info`` folders
+    with any other build running at the same time (two test workers, a notebook).
+    """
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
+        src, dist = Path(tmp) / "src", Path(tmp) / "dist"
+        src.mkdir()
+        for name in ("pyproject.toml", "README.md"):
+            shutil.copy2(ROOT / name, src / name)
+        shutil.copytree(
+            ROOT / "fedlab", src / "fedlab", ignore=shutil.ignore_patterns("__pycache__")
+        )
         proc = subprocess.run(
             [
                 sys.executable,
@@ -80,8 +92,8 @@ def _wheel(out: Path) -> Path:
                 "--quiet",
                 "--disable-pip-version-check",
                 "-w",
-                tmp,
-                str(ROOT),
+                str(dist),
+                str(src),
             ],
             capture_output=True,
             text=True,
@@ -89,7 +101,7 @@ def _wheel(out: Path) -> Path:
         )
         if proc.returncode != 0:
             raise RuntimeError(f"building the fedlab wheel failed:\n{proc.stderr}")
-        (wheel,) = Path(tmp).glob("fedlab-*.whl")
+        (wheel,) = dist.glob("fedlab-*.whl")
         return Path(shutil.copy2(wheel, out / wheel.name))
 
 
