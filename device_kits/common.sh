@@ -126,3 +126,15 @@ install_service() {
 run_doctor() {
   run "$(p /opt/fedlab/venv)/bin/python" -m fedlab.edge.doctor --config "$(p /etc/fedlab/device.json)"
 }
+
+# The agent itself, the same on every board. Argument: a step to run once the
+# service user exists and before the service starts (Coral: udev rules, plugdev), or "".
+install_agent() {
+  create_service_user
+  if [ -n "$1" ]; then "$1"; fi
+  install_kit_files
+  install_python_env
+  install_service
+  run_doctor
+  log "done"
+}

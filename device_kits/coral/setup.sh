@@ -79,13 +79,7 @@ main() {
   else
     log "Dev Board: Mendel Linux ships the Edge TPU driver and runtime"
   fi
-  create_service_user
-  install_udev_rules
-  install_kit_files
-  install_python_env
-  install_service
-  run_doctor
-  log "done"
+  install_agent install_udev_rules
 }
 
 main "$@"

@@ -51,12 +51,7 @@ main() {
   check_platform
   install_apt_packages python3-venv python3-pip
   configure_swap
-  create_service_user
-  install_kit_files
-  install_python_env
-  install_service
-  run_doctor
-  log "done"
+  install_agent ""
 }
 
 main "$@"

@@ -55,10 +55,11 @@ def _line(scales: dict[str, Any], label: str, colour: str) -> Lines:
     )
 
 
-def _figure(title: str, marks: list[Lines], axes: list[Axis]) -> Figure:
+def _figure(title: str, marks: list[Lines], rounds: LinearScale, axes: list[Axis]) -> Figure:
+    """A plot against the round number (the shared x axis), with ``axes`` for the values."""
     return Figure(
         marks=marks,
-        axes=axes,
+        axes=[Axis(scale=rounds, label="round", tick_format="d"), *axes],
         title=title,
         legend_location="bottom-right",
         fig_margin={"top": 40, "bottom": 40, "left": 50, "right": 50},
@@ -228,8 +229,8 @@ class FederationDashboard(Observer):
         self.accuracy_figure = _figure(
             "Accuracy and loss",
             [self.accuracy_line, self.loss_line],
+            x_acc,
             [
-                Axis(scale=x_acc, label="round", tick_format="d"),
                 Axis(scale=y_acc, side="left", label="accuracy"),
                 Axis(scale=y_loss, side="right", label="loss"),
             ],
@@ -241,20 +242,16 @@ class FederationDashboard(Observer):
         self.bytes_figure = _figure(
             "Bytes per round (kB)",
             [self.up_line, self.down_line],
-            [
-                Axis(scale=x_b, label="round", tick_format="d"),
-                Axis(scale=y_b, side="left", label="kB"),
-            ],
+            x_b,
+            [Axis(scale=y_b, side="left", label="kB")],
         )
         y_e = LinearScale(min=0.0)
         self.epsilon_line = _line({"x": x_e, "y": y_e}, "ε spent", "#7c3aed")
         self.epsilon_figure = _figure(
             "Privacy spent ε (DP off)",
             [self.epsilon_line],
-            [
-                Axis(scale=x_e, label="round", tick_format="d"),
-                Axis(scale=y_e, side="left", label="ε"),
-            ],
+            x_e,
+            [Axis(scale=y_e, side="left", label="ε")],
         )
         self.grid = widgets.HTML()
         self.log = widgets.HTML()
