@@ -1,6 +1,7 @@
 """Model compression: pruning, QAT, clustering, distillation, TFLite conversion, LiteRT
 measurements and Edge TPU checks (workbench layer: needs TensorFlow and tfmot)."""
 
+from fedlab.optimize.anatomy import TFLiteAnatomy, anatomy, int8_size_row, strip_strings
 from fedlab.optimize.convert import MODES, to_tflite
 from fedlab.optimize.distill import distill
 from fedlab.optimize.edgetpu import EDGETPU_OPS, EdgeTPUReport, edgetpu_report
@@ -16,13 +17,16 @@ __all__ = [
     "EdgeTPUReport",
     "Recipe",
     "RecipeResult",
+    "TFLiteAnatomy",
     "TFLiteReport",
+    "anatomy",
     "clone",
     "cluster",
     "compare",
     "distill",
     "edgetpu_report",
     "fit",
+    "int8_size_row",
     "keras_accuracy",
     "load_tflite",
     "measure_tflite",
@@ -30,5 +34,6 @@ __all__ = [
     "quantize_aware",
     "sparsity_of",
     "standard_recipes",
+    "strip_strings",
     "to_tflite",
 ]

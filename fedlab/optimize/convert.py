@@ -48,6 +48,7 @@ def to_tflite(
     mode: Mode = "float32",
     representative: np.ndarray | None = None,
     int8_io: bool = False,
+    per_channel: bool = True,
     samples: int = 200,
 ) -> bytes:
     """Convert a Keras model to a ``.tflite`` flatbuffer.
@@ -61,6 +62,11 @@ def to_tflite(
         Training examples for int8 calibration, shaped like the model input.
     int8_io : bool
         With ``"int8"``: int8 input and output tensors too (what the Edge TPU needs).
+    per_channel : bool
+        With ``"int8"`` or ``"dynamic"``: one scale per output channel of each kernel (the
+        converter's default, usually the most accurate). ``False`` gives one scale per
+        tensor: each per-channel kernel drops 12 bytes per channel of quantization
+        parameters for its weights and again for its bias, at some accuracy risk.
     samples : int
         Calibration examples used (the first ``samples``).
     """
@@ -91,6 +97,11 @@ def to_tflite(
             converter.inference_output_type = tf.int8
     elif int8_io:
         raise ValueError(f"int8_io needs mode='int8', got mode={mode!r}")
+    if not per_channel:
+        if mode not in ("int8", "dynamic"):
+            raise ValueError(f"per_channel=False needs mode='int8' or 'dynamic', got {mode!r}")
+        # The converter's only switch for per-tensor quantization (TF 2.15).
+        converter._experimental_disable_per_channel = True
     with _captured_stderr() as log:
         try:
             return bytes(converter.convert())

@@ -94,6 +94,11 @@ class EdgeTPUReport:
         return "\n".join(lines)
 
 
+def _name(tensor: dict) -> str:
+    # A file from strip_strings has no tensor names: point at the index instead.
+    return str(tensor["name"]) or f"tensor {tensor['index']}"
+
+
 def edgetpu_report(
     model: bytes | str | Path, *, filename: str = "model_int8.tflite"
 ) -> EdgeTPUReport:
@@ -108,7 +113,7 @@ def edgetpu_report(
         name = op["op_name"]
         ops[name] = ops.get(name, 0) + 1
         outputs = [tensors[i] for i in op["outputs"] if i in tensors]
-        where = outputs[0]["name"] if outputs else f"op {op['index']}"
+        where = _name(outputs[0]) if outputs else f"op {op['index']}"
         if name not in EDGETPU_OPS:
             problems.append((name, where, "operation not supported by the Edge TPU (runs on CPU)"))
         for index in [*op["inputs"], *op["outputs"]]:
@@ -118,13 +123,13 @@ def edgetpu_report(
             dtype = np.dtype(tensor["dtype"]).name
             if dtype not in _INTEGER and dtype not in _AUXILIARY:
                 fully_integer = False
-                problems.append((name, tensor["name"], f"tensor is {dtype}, not 8-bit integer"))
+                problems.append((name, _name(tensor), f"tensor is {dtype}, not 8-bit integer"))
     static = True
     for tensor in tensors.values():
         signature = tensor.get("shape_signature")
         if signature is not None and any(int(d) < 0 for d in signature):
             static = False
-            problems.append(("-", tensor["name"], f"dynamic shape {list(signature)}"))
+            problems.append(("-", _name(tensor), f"dynamic shape {list(signature)}"))
     io = [*interpreter.get_input_details(), *interpreter.get_output_details()]
     notes = []
     if any(np.dtype(t["dtype"]).name == "float32" for t in io):

@@ -82,10 +82,22 @@ def check_compression(results: dict[str, Any]) -> None:
         assert f32["edge_tpu_ready"] is False, model
         pruned = by["prune 75% + int8"]
         assert abs(pruned["sparsity"] - 0.75) <= 0.02 and pruned["gzip_kb"] < i8["gzip_kb"], model
+        blocks = by["prune 75% (4x1 blocks) + int8"]
+        assert abs(blocks["sparsity"] - 0.75) <= 0.02, model
+        assert by["int8 (per-tensor, stripped)"]["size_kb"] < i8["size_kb"], model
         for row in rows:
             assert 0 <= row["accuracy"] <= 1 and 0 < row["latency_ms"] <= row["latency_p90_ms"], row
     for model, ratio in results["ratios"].items():
         assert ratio["int8 file ratio"] > 2.0, model
+        assert ratio["int8 per-tensor+stripped ratio (vs stripped float32)"] > ratio["int8 file ratio"]
+    # The anatomy adds up, and the ceiling (weights only) bounds the file ratio.
+    for part in results["anatomy"]:
+        total = sum(part[k] for k in part if k.endswith(" KB") and k != "file KB")
+        assert abs(total - part["file KB"]) < 1e-6, part
+    for row in results["size_sweep"]:
+        assert row["int8 file ratio"] < row["weights-only ratio"] <= 4.2, row
+    widths = [r for r in results["size_sweep"] if r["model"].startswith("digits CNN")]
+    assert widths[-1]["int8 file ratio"] > widths[0]["int8 file ratio"]
     d = results["distillation"]
     assert d["student params"] < d["teacher params"] / 4
     mobile = results["mobilenet_v3_small"]["rows"]
