@@ -181,10 +181,11 @@ def buffer_offsets(model: bytes) -> list[int]:
 def int8_size_row(name: str, model: Any, representative: Any) -> dict[str, Any]:
     """Float32 and int8 (int8 I/O) files of one Keras model: sizes and their ratio.
 
-    The weights do not need to be trained — file sizes do not depend on their values — so
-    this is cheap enough to sweep model widths and see from which size on the format's
-    fixed costs stop mattering. ``weights-only ratio`` is the ceiling of the file ratio:
-    what it would be if every byte but the constant buffers were free.
+    Cheap enough to sweep model widths and see from which size on the format's fixed costs
+    stop mattering. ``weights-only ratio`` is the ceiling of the file ratio: what it would
+    be if every byte but the constant buffers were free. Sizes depend on the weight values
+    in one way: the converter stores identical constant buffers once, so the all-zero
+    biases of an untrained model under-count the file — train it a little first.
     """
     from fedlab.models import count_params
     from fedlab.optimize.convert import to_tflite
