@@ -10,6 +10,7 @@ import argparse
 import html
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,23 @@ def discover_notebooks(folder: str | Path = ROOT / "notebooks") -> list[Path]:
     return found
 
 
+def _ipc_kernel_manager(socket_dir: str) -> type:
+    """A kernel manager talking to its kernel over Unix sockets in ``socket_dir``.
+
+    The default is plain-text TCP on localhost, reachable by any local user and announced
+    by ipykernel with a warning on every start; a private socket folder per run is neither.
+    """
+    from jupyter_client.manager import AsyncKernelManager
+
+    prefix = str(Path(socket_dir) / "kernel")
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(transport="ipc", ip=prefix, **kwargs)
+
+    return IPCKernelManager
+
+
 def execute_notebook(
     notebook: str | Path,
     out_dir: str | Path,
@@ -76,18 +94,20 @@ def execute_notebook(
     params = {"SMOKE": smoke, "RESULTS_PATH": str(results_path.resolve()), **(parameters or {})}
     start = time.perf_counter()
     error = ""
-    try:
-        pm.execute_notebook(
-            str(src),
-            str(executed),
-            parameters=params,
-            cwd=str(src.parent),
-            kernel_name="python3",
-            progress_bar=False,
-            execution_timeout=timeout_s,
-        )
-    except pm.PapermillExecutionError as exc:
-        error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+    with tempfile.TemporaryDirectory(prefix="fedlab-kernel-") as sockets:
+        try:
+            pm.execute_notebook(
+                str(src),
+                str(executed),
+                parameters=params,
+                cwd=str(src.parent),
+                kernel_name="python3",
+                progress_bar=False,
+                execution_timeout=timeout_s,
+                kernel_manager_class=_ipc_kernel_manager(sockets),
+            )
+        except pm.PapermillExecutionError as exc:
+            error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
     seconds = time.perf_counter() - start
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     return NotebookRun(src.stem, not error, seconds, executed, results, error)

@@ -47,3 +47,20 @@ def test_results_error_and_report(tmp_path: Path) -> None:
     assert (tmp_path / "report" / "01_good.html").stat().st_size > 1000
     table = summary_table([ok_run, bad_run])
     assert "01_good" in table and "FAILED" in table and "broken cell" in table
+
+
+def test_kernel_talks_over_private_unix_sockets(tmp_path: Path, capfd) -> None:
+    nb = write_notebook(
+        tmp_path / "01_transport.ipynb",
+        "from fedlab.notebook import Recorder\nimport json, os\n"
+        "from ipykernel.connect import get_connection_file\n"
+        "info = json.load(open(get_connection_file()))\n"
+        "rec = Recorder(RESULTS_PATH)\n"
+        "rec.record('transport', info['transport'])\n"
+        "rec.record('socket_dir', os.path.dirname(info['ip']))",
+    )
+    run = execute_notebook(nb, tmp_path / "out", smoke=True)
+    assert run.ok, run.error
+    assert run.results["transport"] == "ipc"
+    assert not Path(run.results["socket_dir"]).exists()  # removed with the run
+    assert "without encryption" not in capfd.readouterr().err

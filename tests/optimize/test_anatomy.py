@@ -97,7 +97,8 @@ def test_block_pruning_zeroes_whole_blocks_and_gzips_smaller(trained) -> None:
     zeros_per_block = (kernel.reshape(128, 4, 64) == 0).sum(axis=1)
     assert set(np.unique(zeros_per_block)) <= {0, 4}
     assert np.mean(zeros_per_block == 4) == pytest.approx(0.75, abs=0.02)
-    conv = blocks.get_layer("conv2d_1").get_weights()[0]
+    # layer names depend on what else the process built: find the convolution by type
+    conv = [la for la in blocks.layers if isinstance(la, keras.layers.Conv2D)][1].get_weights()[0]
     assert np.mean(conv == 0) == pytest.approx(0.75, abs=0.02)  # element-wise there
     assert sparsity_of(blocks) == pytest.approx(0.75, abs=0.02)
     elementwise = prune(trained, X, Y, sparsity=0.75, epochs=2)
