@@ -47,8 +47,10 @@ class Recipe:
             raise ValueError(f"prune sparsity must be in [0, 1), got {self.prune!r}")
         if self.qat and self.mode != "int8":
             raise ValueError("QAT produces an int8 model: use mode='int8'")
-        if tuple(self.prune_block) != (1, 1) and self.prune is None:
-            raise ValueError(f"prune_block={self.prune_block!r} needs a prune sparsity")
+        if tuple(self.prune_block) != (1, 1) and (self.prune is None or self.structured_2_4):
+            raise ValueError(
+                f"prune_block={self.prune_block!r} needs a prune sparsity and no 2:4 sparsity"
+            )
         if not self.per_channel and self.mode not in ("int8", "dynamic"):
             raise ValueError(f"per_channel=False needs mode='int8' or 'dynamic', got {self.mode!r}")
         if self.fine_tune_epochs < 1:

@@ -82,6 +82,13 @@ def test_stripped_file_runs_the_same(int8_file) -> None:
     assert any(where.startswith("tensor ") for _, where, _ in report.problems)
 
 
+def test_per_tensor_dynamic_range(trained) -> None:
+    per_channel = anatomy(to_tflite(trained, mode="dynamic"))
+    per_tensor = anatomy(to_tflite(trained, mode="dynamic", per_channel=False))
+    assert per_tensor.per_channel_tensors == 0 < per_channel.per_channel_tensors
+    assert per_tensor.file_bytes < per_channel.file_bytes
+
+
 def test_per_tensor_quantization(trained, int8_file) -> None:
     per_tensor = to_tflite(trained, mode="int8", representative=X, int8_io=True, per_channel=False)
     a, b = anatomy(int8_file), anatomy(per_tensor)
@@ -138,6 +145,11 @@ def test_size_row_ceiling(trained) -> None:
         ),
         (lambda m: to_tflite(m, per_channel=False), ValueError, "per_channel=False"),
         (lambda m: Recipe("b", prune_block=(4, 1)), ValueError, "needs a prune sparsity"),
+        (
+            lambda m: Recipe("b", prune=0.5, prune_block=(4, 1), structured_2_4=True),
+            ValueError,
+            "no 2:4 sparsity",
+        ),
         (lambda m: Recipe("p", per_channel=False), ValueError, "per_channel=False"),
         (lambda m: Recipe("e", fine_tune_epochs=0), ValueError, "fine_tune_epochs"),
         (lambda m: anatomy(b"PK\x03\x04 not a model"), ValueError, "not a TFLite model"),
