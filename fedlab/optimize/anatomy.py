@@ -92,7 +92,8 @@ def anatomy(model: bytes | str | Path) -> TFLiteAnatomy:
     """
     data = load_tflite(model)
     m = _model(data)
-    buffers = [_length(b.data) for b in m.buffers or []]
+    # Files over 2 GB keep buffers after the flatbuffer, addressed by offset and size.
+    buffers = [_length(b.data) or int(b.size or 0) for b in m.buffers or []]
     metadata_buffers = {md.buffer for md in m.metadata or []}
     metadata = sum(buffers[i] for i in metadata_buffers)
     metadata += sum(_length(md.name) for md in m.metadata or [])
@@ -155,6 +156,11 @@ def strip_strings(model: bytes | str | Path) -> bytes:
             return schema.BufferEnd(builder)
 
     m = flatbuffer_utils.convert_bytearray_to_object(bytearray(load_tflite(model)))
+    if any(b.offset for b in m.buffers or []):
+        raise ValueError(
+            "the model keeps its buffers after the flatbuffer (a file over 2 GB): "
+            "strip_strings would drop them"
+        )
     flatbuffer_utils.strip_strings(m)
     aligned = []
     for buffer in m.buffers or []:

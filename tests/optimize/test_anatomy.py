@@ -82,6 +82,23 @@ def test_stripped_file_runs_the_same(int8_file) -> None:
     assert any(where.startswith("tensor ") for _, where, _ in report.problems)
 
 
+def test_buffers_after_the_flatbuffer(trained) -> None:
+    """The layout of files over 2 GB, forced on a small model."""
+    from fedlab._tf import tf
+    from fedlab.optimize.convert import _captured_stderr
+
+    function = tf.function(lambda x: trained(x, training=False)).get_concrete_function(
+        tf.TensorSpec([1, 8, 8, 1], tf.float32)
+    )
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], trained)
+    converter._experimental_use_buffer_offset = True
+    with _captured_stderr():
+        data = bytes(converter.convert())
+    assert anatomy(data).weight_bytes == anatomy(to_tflite(trained)).weight_bytes
+    with pytest.raises(ValueError, match="over 2 GB"):
+        strip_strings(data)
+
+
 def test_per_tensor_dynamic_range(trained) -> None:
     per_channel = anatomy(to_tflite(trained, mode="dynamic"))
     per_tensor = anatomy(to_tflite(trained, mode="dynamic", per_channel=False))
