@@ -73,9 +73,10 @@ class TFLiteAnatomy:
 
 
 def _model(data: bytes) -> Any:
-    from tensorflow.lite.python import schema_py_generated as schema
+    """The flatbuffer as TFLite's mutable Python objects (as ``_op_names`` reads it too)."""
+    from tensorflow.lite.tools import flatbuffer_utils
 
-    return schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(data, 0))
+    return flatbuffer_utils.convert_bytearray_to_object(bytearray(data))
 
 
 def _length(value: Any) -> int:
@@ -155,7 +156,7 @@ def strip_strings(model: bytes | str | Path) -> bytes:
             schema.BufferAddSize(builder, self.size)
             return schema.BufferEnd(builder)
 
-    m = flatbuffer_utils.convert_bytearray_to_object(bytearray(load_tflite(model)))
+    m = _model(load_tflite(model))
     if any(b.offset for b in m.buffers or []):
         raise ValueError(
             "the model keeps its buffers after the flatbuffer (a file over 2 GB): "
