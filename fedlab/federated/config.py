@@ -6,9 +6,9 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-__all__ = ["CLIENT_OPTIMIZERS", "FederationConfig"]
+from fedlab.federated.types import CLIENT_OPTIMIZERS, is_int, is_real
 
-CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam")
+__all__ = ["CLIENT_OPTIMIZERS", "FederationConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +64,18 @@ class FederationConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        # Every field is checked for its type and its range, and every error is a
+        # ValueError that names the field and quotes the value (papermill parameters and
+        # JSON arrive untyped: "0.05", True and inf must not slip through).
+        def fail(name: str, wanted: str) -> None:
+            raise ValueError(f"{name} must be {wanted}, got {getattr(self, name)!r}")
+
+        def number(name: str) -> float:
+            value = getattr(self, name)
+            if not is_real(value) or not math.isfinite(value):
+                fail(name, "a finite number")
+            return float(value)
+
         if (self.clients_per_round is None) == (self.client_fraction is None):
             raise ValueError(
                 "set exactly one of clients_per_round and client_fraction, got "
@@ -71,36 +83,33 @@ class FederationConfig:
                 f"client_fraction={self.client_fraction!r}"
             )
         if self.clients_per_round is not None and (
-            not isinstance(self.clients_per_round, int) or self.clients_per_round < 1
+            not is_int(self.clients_per_round) or self.clients_per_round < 1
         ):
-            raise ValueError(
-                f"clients_per_round must be an int >= 1, got {self.clients_per_round!r}"
-            )
-        if self.client_fraction is not None and not 0 < self.client_fraction <= 1:
-            raise ValueError(f"client_fraction must be in (0, 1], got {self.client_fraction!r}")
+            fail("clients_per_round", "an int >= 1")
+        if self.client_fraction is not None and not 0 < number("client_fraction") <= 1:
+            fail("client_fraction", "in (0, 1]")
         for name in ("local_epochs", "batch_size", "eval_every", "eval_batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        if not (math.isfinite(self.client_lr) and self.client_lr > 0):
-            raise ValueError(f"client_lr must be a finite number > 0, got {self.client_lr!r}")
-        if self.client_optimizer not in CLIENT_OPTIMIZERS:
-            raise ValueError(
-                f"client_optimizer must be one of {CLIENT_OPTIMIZERS}, "
-                f"got {self.client_optimizer!r}"
-            )
-        if not 0 <= self.client_momentum < 1:
-            raise ValueError(f"client_momentum must be in [0, 1), got {self.client_momentum!r}")
-        if not 0 <= self.dropout_rate < 1:
-            raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
-        if self.deadline_s is not None and not self.deadline_s > 0:
-            raise ValueError(f"deadline_s must be > 0 or None, got {self.deadline_s!r}")
-        if not 0 <= self.over_selection <= 10:
-            raise ValueError(f"over_selection must be in [0, 10], got {self.over_selection!r}")
-        if not self.seconds_per_example >= 0:
-            raise ValueError(f"seconds_per_example must be >= 0, got {self.seconds_per_example!r}")
-        if not isinstance(self.seed, int):
-            raise TypeError(f"seed must be an int, got {self.seed!r}")
+            if not is_int(value) or value < 1:
+                fail(name, "an int >= 1")
+        if not number("client_lr") > 0:
+            fail("client_lr", "a finite number > 0")
+        if not isinstance(self.client_optimizer, str) or (
+            self.client_optimizer not in CLIENT_OPTIMIZERS
+        ):
+            fail("client_optimizer", f"one of {CLIENT_OPTIMIZERS}")
+        if not 0 <= number("client_momentum") < 1:
+            fail("client_momentum", "in [0, 1)")
+        if not 0 <= number("dropout_rate") < 1:
+            fail("dropout_rate", "in [0, 1)")
+        if self.deadline_s is not None and not number("deadline_s") > 0:
+            fail("deadline_s", "a finite number > 0 or None")
+        if not 0 <= number("over_selection") <= 10:
+            fail("over_selection", "in [0, 10]")
+        if not number("seconds_per_example") >= 0:
+            fail("seconds_per_example", "a finite number >= 0")
+        if not is_int(self.seed) or self.seed < 0:
+            fail("seed", "an int >= 0")
 
     def cohort_size(self, population: int) -> int:
         """Clients the server wants per round in a population of ``population``."""
@@ -130,6 +139,8 @@ class FederationConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FederationConfig:
         """Rebuild from :meth:`to_dict` output; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ValueError(f"FederationConfig data must be a dict, got {data!r}")
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown FederationConfig fields: {sorted(unknown)}")

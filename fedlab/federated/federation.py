@@ -7,7 +7,7 @@ import json
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -43,6 +43,7 @@ from fedlab.federated.types import (
     RoundResult,
     UpdateRejected,
     Weights,
+    is_int,
 )
 
 __all__ = ["ClientOutcome", "Federation", "RoundGuard"]
@@ -342,7 +343,7 @@ class Federation:
             jobs.append((client, plan))
 
         self._notify(errors, "on_training_start", r, tuple(c.client_id for c, _ in jobs))
-        context = StageContext(round_index=r, weight_shapes=self._shapes)
+        context = StageContext(round_index=r, weight_shapes=self._shapes, weights=self._weights)
         reports: list[tuple[float, int, Envelope]] = []
         results = self.runtime.train_clients(self._weights, jobs) if jobs else []
         if len(results) != len(jobs):
@@ -390,12 +391,16 @@ class Federation:
         bytes_up = 0
         for duration, cid, envelope in reports[:keep]:
             bytes_up += envelope.nbytes
+            # Each update is judged on its own (the pipeline's UpdatePolicy: this client's
+            # id, its enrolled data size as the cap on num_examples, the norm bound): one
+            # malformed update is recorded as rejected with its reason, never the round lost.
+            own = replace(context, client_id=cid, max_examples=self.data.clients[cid].num_examples)
             try:
-                update = self.pipeline.receive(envelope, context)
-            except UpdateRejected as exc:
-                outcomes[cid] = ClientOutcome(
-                    cid, "rejected", duration, envelope.num_examples, str(exc)
-                )
+                update = self.pipeline.receive(envelope, own)
+            except Exception as exc:
+                reason = str(exc) if isinstance(exc, UpdateRejected) else f"{exc!r}"
+                claimed = envelope.num_examples if is_int(envelope.num_examples) else 0
+                outcomes[cid] = ClientOutcome(cid, "rejected", duration, int(claimed), reason)
                 continue
             accepted.append(update)
             outcomes[cid] = ClientOutcome(cid, "completed", duration, update.num_examples)

@@ -4,27 +4,70 @@
 A stage is any object with a ``name`` and ``apply(envelope, context) -> envelope``. A
 server stage that refuses an update raises :class:`~fedlab.federated.types.UpdateRejected`
 with the reason, which the round records.
+
+Every rule a server applies to an incoming update lives here, in :class:`UpdatePolicy`
+and :class:`ValidateUpdate` (and :func:`roster_rejections` for the round's cohort): the
+simulated federation and the device file transport both call them, so the two worlds
+accept and refuse exactly the same updates.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from fedlab.federated.types import ClientUpdate, Envelope, UpdateRejected, Weights
+from fedlab.federated.types import (
+    ClientUpdate,
+    Envelope,
+    UpdateRejected,
+    Weights,
+    is_int,
+    is_real,
+)
 
-__all__ = ["Pipeline", "Stage", "StageContext", "ValidateUpdate"]
+__all__ = [
+    "Pipeline",
+    "Stage",
+    "StageContext",
+    "UpdatePolicy",
+    "ValidateUpdate",
+    "l2_norm",
+    "roster_rejections",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class StageContext:
-    """What a stage may know: the round and the shapes of the global model."""
+    """What a stage may know about the round and about the update it is looking at.
+
+    Attributes
+    ----------
+    round_index : int
+        The round.
+    weight_shapes : tuple of shapes
+        Shapes of the global model's tensors.
+    weights : tuple of arrays, optional
+        The global model the updates were computed from (the norm bound is relative to
+        it; without it no norm bound is applied).
+    client_id : int, optional
+        The client this update was asked of; an update claiming another id is refused.
+    max_examples : int, optional
+        Cap on this client's ``num_examples`` (its enrolled data size, or the plan's).
+    expect_headers : mapping
+        Envelope headers that must be present and equal (``round_index``,
+        ``model_version``, ``base_version``…): how stale and relabelled updates are refused.
+    """
 
     round_index: int
     weight_shapes: tuple[tuple[int, ...], ...]
+    weights: Weights | None = None
+    client_id: int | None = None
+    max_examples: int | None = None
+    expect_headers: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Stage(Protocol):
@@ -40,27 +83,134 @@ class Stage(Protocol):
         ...
 
 
+def l2_norm(arrays: Sequence[np.ndarray]) -> float:
+    """Euclidean norm of all tensors together, computed so that it cannot overflow.
+
+    Each tensor is divided by the largest magnitude and summed in float64, so float32
+    values up to 3.4e38 (or float64 ones up to 1.8e308) give a finite norm. Returns
+    ``inf`` or ``nan`` only if an element is itself infinite or NaN.
+    """
+    scale = 0.0
+    for a in arrays:
+        if a.size:
+            peak = float(np.max(np.abs(a)))
+            if not math.isfinite(peak):
+                return peak
+            scale = max(scale, peak)
+    if scale == 0.0:
+        return 0.0
+    total = math.fsum(
+        float(np.sum(np.square(np.asarray(a, dtype=np.float64) / scale))) for a in arrays
+    )
+    return scale * math.sqrt(total)
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePolicy:
+    """What the server accepts from one client in one round.
+
+    Attributes
+    ----------
+    max_examples : int
+        Hard cap on ``num_examples`` for any client; a client's own cap (its enrolled data
+        size, :attr:`StageContext.max_examples`) is applied as well when known.
+    max_norm_ratio : float
+        An update whose L2 norm exceeds ``max_norm_ratio * max(‖global model‖,
+        norm_floor)`` is **rejected** (not clipped: clipping would still let a hostile
+        client push the model by the full bound every round; clipping for differential
+        privacy is the privacy layer's stage).
+    norm_floor : float
+        Lower bound of the model norm used above (a model initialised at zero).
+    """
+
+    max_examples: int = 1_000_000
+    max_norm_ratio: float = 10.0
+    norm_floor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not is_int(self.max_examples) or self.max_examples < 1:
+            raise ValueError(f"max_examples must be an int >= 1, got {self.max_examples!r}")
+        for name in ("max_norm_ratio", "norm_floor"):
+            value = getattr(self, name)
+            if not (is_real(value) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+
+    def example_cap(self, context: StageContext) -> int:
+        """The cap on ``num_examples`` for the update ``context`` describes."""
+        own = context.max_examples
+        return self.max_examples if own is None else min(self.max_examples, int(own))
+
+    def norm_bound(self, weights: Weights) -> float:
+        """The largest accepted update norm for a global model ``weights``."""
+        return self.max_norm_ratio * max(l2_norm(weights), self.norm_floor)
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return (text[:60] + "…") if len(text) > 61 else text
+
+
 @dataclass(frozen=True, slots=True)
 class ValidateUpdate:
-    """Final server stage: the body must be float arrays of the model's shapes, all finite."""
+    """Final server stage: who sent it, what it claims, and what it carries.
+
+    Refuses (``UpdateRejected`` with the reason): an update for another client, round or
+    model version (``context.client_id`` and ``context.expect_headers``); a
+    ``num_examples`` that is not an integer in ``[1, cap]``; a non-integer ``num_steps``;
+    a metric that is not a finite number; a body that is not float arrays of the model's
+    shapes; NaN or Inf; a norm above the :class:`UpdatePolicy` bound.
+    """
 
     name: str = "validate"
+    policy: UpdatePolicy = field(default_factory=UpdatePolicy)
 
     def apply(self, envelope: Envelope, context: StageContext) -> Envelope:
         """Return ``envelope`` unchanged or raise ``UpdateRejected`` naming the problem."""
         body = envelope.body
         if isinstance(body, bytes | bytearray):
             raise UpdateRejected("body is still encoded bytes; no server stage decoded it")
-        if envelope.num_examples < 1:
-            raise UpdateRejected(f"num_examples must be >= 1, got {envelope.num_examples}")
-        if len(body) != len(context.weight_shapes):
+        if context.client_id is not None and (
+            not is_int(envelope.client_id) or envelope.client_id != context.client_id
+        ):
             raise UpdateRejected(
-                f"update has {len(body)} tensors, the model has {len(context.weight_shapes)}"
+                f"update claims client {_describe(envelope.client_id)}, "
+                f"it was asked of client {context.client_id} (relabelled)"
+            )
+        headers = envelope.headers if isinstance(envelope.headers, Mapping) else {}
+        for key, expected in context.expect_headers.items():
+            got = headers.get(key)
+            if got != expected or type(got) is not type(expected):
+                raise UpdateRejected(
+                    f"header {key!r} is {_describe(got)}, this round expects "
+                    f"{_describe(expected)} (a stale, relabelled or foreign update)"
+                )
+        n = envelope.num_examples
+        if not is_int(n):
+            raise UpdateRejected(f"num_examples must be an integer, got {_describe(n)}")
+        cap = self.policy.example_cap(context)
+        if not 1 <= n <= cap:
+            raise UpdateRejected(f"num_examples must be in [1, {cap}], got {n}")
+        if not is_int(envelope.num_steps) or envelope.num_steps < 0:
+            raise UpdateRejected(
+                f"num_steps must be an integer >= 0, got {_describe(envelope.num_steps)}"
+            )
+        metrics = envelope.metrics
+        if not isinstance(metrics, Mapping):
+            raise UpdateRejected(f"metrics must be a mapping, got {_describe(metrics)}")
+        for key, value in metrics.items():
+            if not isinstance(key, str) or not (is_real(value) and math.isfinite(value)):
+                raise UpdateRejected(
+                    f"metric {_describe(key)} must be a finite number, got {_describe(value)}"
+                )
+        if not isinstance(body, tuple | list) or len(body) != len(context.weight_shapes):
+            count = len(body) if isinstance(body, tuple | list) else type(body).__name__
+            raise UpdateRejected(
+                f"update has {count} tensors, the model has {len(context.weight_shapes)}"
             )
         for i, (array, shape) in enumerate(zip(body, context.weight_shapes, strict=True)):
             if not isinstance(array, np.ndarray):
                 raise UpdateRejected(f"tensor {i} is a {type(array).__name__}, not an ndarray")
-            if array.shape != shape:
+            if array.shape != tuple(shape):
                 raise UpdateRejected(f"tensor {i} has shape {array.shape}, expected {shape}")
             if not np.issubdtype(array.dtype, np.floating):
                 raise UpdateRejected(f"tensor {i} has dtype {array.dtype}, expected floating point")
@@ -69,7 +219,49 @@ class ValidateUpdate:
                 bad = int(array.size - np.count_nonzero(finite))
                 kind = "NaN" if np.isnan(array).any() else "Inf"
                 raise UpdateRejected(f"tensor {i} has {bad} non-finite values ({kind})")
+        if context.weights is not None:
+            norm = l2_norm(body)
+            bound = self.policy.norm_bound(context.weights)
+            if not norm <= bound:
+                raise UpdateRejected(
+                    f"update norm {norm:.4g} exceeds the bound {bound:.4g} "
+                    f"({self.policy.max_norm_ratio:g} × the global model's norm); rejected"
+                )
+            # float32 is what the strategy sums: a tensor that overflows there is refused too.
+            if any(np.abs(a).max(initial=0.0) > np.finfo(np.float32).max / 4 for a in body):
+                raise UpdateRejected("update values overflow float32")
         return envelope
+
+
+def roster_rejections(
+    senders: Sequence[Hashable], expected: Collection[Hashable]
+) -> list[str | None]:
+    """Who may report this round: one reason (or None) per sender, in order.
+
+    A sender not among ``expected`` (not in the round's task list) is refused; a sender
+    that reports more than once is refused every time (which copy is genuine cannot be
+    told). Names are compared case-insensitively: ``Pi-3`` and ``pi-3`` are one file on
+    a FAT-formatted stick.
+    """
+
+    def key(s: Hashable) -> Hashable:
+        return s.casefold() if isinstance(s, str) else s
+
+    known = {key(e) for e in expected}
+    counts: dict[Hashable, int] = {}
+    for s in senders:
+        counts[key(s)] = counts.get(key(s), 0) + 1
+    reasons: list[str | None] = []
+    for s in senders:
+        if key(s) not in known:
+            reasons.append(f"{s!r} was not asked for an update this round (unknown sender)")
+        elif counts[key(s)] > 1:
+            reasons.append(
+                f"{s!r} sent {counts[key(s)]} updates this round; all are refused (duplicate)"
+            )
+        else:
+            reasons.append(None)
+    return reasons
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +300,9 @@ class Pipeline:
         assert not isinstance(body, bytes | bytearray)  # ValidateUpdate guarantees arrays
         delta: Weights = tuple(np.asarray(a, dtype=np.float32) for a in body)
         return ClientUpdate(
-            client_id=envelope.client_id,
+            client_id=int(envelope.client_id),
             delta=delta,
-            num_examples=envelope.num_examples,
-            num_steps=envelope.num_steps,
-            metrics=dict(envelope.metrics),
+            num_examples=int(envelope.num_examples),
+            num_steps=int(envelope.num_steps),
+            metrics={k: float(v) for k, v in envelope.metrics.items()},
         )

@@ -2,15 +2,40 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ClientPlan", "ClientUpdate", "Envelope", "RoundResult", "UpdateRejected", "Weights"]
+__all__ = [
+    "CLIENT_OPTIMIZERS",
+    "ClientPlan",
+    "ClientUpdate",
+    "Envelope",
+    "RoundResult",
+    "UpdateRejected",
+    "Weights",
+    "is_int",
+    "is_real",
+]
 
 Weights = tuple[np.ndarray, ...]
+
+CLIENT_OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+def is_int(value: Any) -> bool:
+    """True for a Python or numpy integer, False for ``bool`` and everything else."""
+    return isinstance(value, Integral) and not isinstance(value, bool | np.bool_)
+
+
+def is_real(value: Any) -> bool:
+    """True for a finite-or-not real number (int, float, numpy scalar), False for ``bool``,
+    strings and everything else."""
+    return isinstance(value, Real) and not isinstance(value, bool | np.bool_)
 
 
 class UpdateRejected(Exception):
@@ -32,14 +57,37 @@ class ClientPlan:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+        # Plans also arrive from task files on a device: every field is checked for its
+        # type as well as its range, so a hostile or damaged task is a ValueError naming
+        # the field, never a TypeError deep inside a trainer.
+        def fail(name: str, wanted: str) -> None:
+            raise ValueError(f"{name} must be {wanted}, got {getattr(self, name)!r}")
+
+        for name, low in (
+            ("client_id", 0),
+            ("round_index", 0),
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("seed", 0),
+        ):
+            value = getattr(self, name)
+            if not is_int(value) or value < low:
+                fail(name, f"an int >= {low}")
+            object.__setattr__(self, name, int(value))
+        if not (is_real(self.learning_rate) and math.isfinite(self.learning_rate)):
+            fail("learning_rate", "a finite number > 0")
         if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+            fail("learning_rate", "a finite number > 0")
+        if self.optimizer not in CLIENT_OPTIMIZERS:
+            fail("optimizer", f"one of {CLIENT_OPTIMIZERS}")
+        if not (is_real(self.momentum) and 0 <= self.momentum < 1):
+            fail("momentum", "a number in [0, 1)")
+        if not (is_real(self.proximal_mu) and math.isfinite(self.proximal_mu)):
+            fail("proximal_mu", "a finite number >= 0")
         if self.proximal_mu < 0:
-            raise ValueError(f"proximal_mu must be >= 0, got {self.proximal_mu!r}")
+            fail("proximal_mu", "a finite number >= 0")
+        for name in ("learning_rate", "momentum", "proximal_mu"):
+            object.__setattr__(self, name, float(getattr(self, name)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +121,12 @@ class Envelope:
         """Size of the body on the wire (raw arrays count their buffer size)."""
         if isinstance(self.body, bytes | bytearray):
             return len(self.body)
-        return int(sum(a.nbytes for a in self.body))
+        # A malformed body (not arrays) is refused by validation; it counts as 0 bytes here
+        # so that measuring it cannot fail first.
+        try:
+            return int(sum(a.nbytes for a in self.body if isinstance(a, np.ndarray)))
+        except TypeError:
+            return 0
 
 
 def _plain(value: Any) -> Any:
