@@ -6,8 +6,10 @@ Usage::
     python -m fedlab.edge.agent --config /etc/fedlab/device.json --loop    # as a service
 
 Exit codes: 0 done (or no task), 2 configuration error, 3 kit verification failed,
-4 bad local data, 5 Edge TPU required but unavailable, 6 training or transport failed.
-Imports numpy, cryptography and ai-edge-litert — never TensorFlow.
+4 bad local data, 5 Edge TPU required but unavailable, 6 the task was refused (damaged,
+bad values, another model version) or training or the transport failed. With ``--loop`` a
+refused task or failed round is reported on stderr and the agent keeps polling; it never
+ends with a traceback. Imports numpy, cryptography and ai-edge-litert — never TensorFlow.
 """
 
 from __future__ import annotations
@@ -95,23 +97,27 @@ class DeviceAgent:
             self.trainer = HeadTrainer(backbone, shapes, tuple(model["head_indices"]), classes)
             input_shape = backbone.input_shape
             self.on_edgetpu = backbone.on_edgetpu
-        self.x, self.y = load_local_data(config.data_path, tuple(input_shape), classes)
+        self.x, self.y = load_local_data(
+            config.data_path, tuple(input_shape), classes, csv_header=config.csv_header
+        )
         self.transport = transport if transport is not None else transport_from_config(config)
         self.last_round: int | None = None
+        self._last_task: tuple[int, str] | None = None
 
     def run_once(self) -> tuple[Task, ClientUpdate] | None:
         """Fetch a task; train; submit. None when there is no new task (none published, or
-        this round was already done).
+        this task — same round, same global model — was already done).
 
         Raises
         ------
         ValueError
-            The task is for another model version, or its weights do not fit.
+            The task is damaged, has invalid values, is for another model version, or its
+            weights do not fit.
         """
         task = self.transport.fetch(self.config.device_id)
-        if task is None or task.round_index == self.last_round:
+        if task is None or (task.round_index, task.base_version) == self._last_task:
             return None
-        if task.model_version and task.model_version != self.model_version:
+        if task.model_version != self.model_version:
             raise ValueError(
                 f"task for model version {task.model_version[:12]}…, this kit has "
                 f"{self.model_version[:12]}…: install the matching kit"
@@ -119,6 +125,7 @@ class DeviceAgent:
         update = self.trainer.train(task.weights, self.x, self.y, task.plan)
         self.transport.submit(self.config.device_id, task, update)
         self.last_round = task.round_index
+        self._last_task = (task.round_index, task.base_version)
         if self.config.state_dir:
             state = Path(self.config.state_dir)
             if isinstance(self.trainer, LiteRTTrainer):
@@ -181,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             result = agent.run_once()
-        except (ValueError, OSError, FloatingPointError) as exc:
+        except Exception as exc:  # reported, and the service keeps polling: never a traceback
             print(f"fedlab-agent: round failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             if not args.loop:
                 return 6

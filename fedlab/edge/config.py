@@ -44,6 +44,9 @@ class DeviceConfig:
         LiteRT interpreter threads.
     state_dir : str
         Where the agent keeps its checkpoint (empty: no checkpoint).
+    csv_header : bool
+        A CSV ``data_path`` starts with a header row (skipped). Without it every row must
+        be numeric: a text row is an error, never silently dropped.
     """
 
     device_id: str
@@ -57,6 +60,7 @@ class DeviceConfig:
     coral_fallback: str = "refuse"
     threads: int = 1
     state_dir: str = ""
+    csv_header: bool = False
 
     def __post_init__(self) -> None:
         def fail(name: str, wanted: str) -> None:
@@ -76,6 +80,8 @@ class DeviceConfig:
             fail("coral_fallback", f"one of {FALLBACKS}")
         if not isinstance(self.threads, int) or isinstance(self.threads, bool) or self.threads < 1:
             fail("threads", "an int >= 1")
+        if not isinstance(self.csv_header, bool):
+            fail("csv_header", "true or false")
         t = self.transport
         if not isinstance(t, dict) or t.get("kind") not in TRANSPORTS:
             fail("transport", f"an object with 'kind' in {TRANSPORTS}")

@@ -117,7 +117,8 @@ def write_manifest(
 
 
 def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
-    """Check the manifest's signature, then every file's hash.
+    """Check the manifest's signature, then every file's hash, and that the kit holds no
+    file the manifest does not list.
 
     Parameters
     ----------
@@ -129,7 +130,8 @@ def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
     Raises
     ------
     KitVerificationError
-        Naming the manifest, the signature, or the first file that is missing or changed.
+        Naming the manifest, the signature, the first file that is missing or changed, or
+        the files that are not listed.
     """
     root = Path(folder)
     manifest, signature = root / MANIFEST, root / SIGNATURE
@@ -149,11 +151,19 @@ def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
             f"{signature}: the manifest's signature does not verify with the trusted key "
             "(the manifest was changed, or signed by another workbench)"
         ) from None
-    data = json.loads(body)
-    files = data["files"]
+    try:
+        data = json.loads(body)
+        files = data["files"]
+        info = data.get("info", {})
+        if not (isinstance(files, dict) and isinstance(info, dict)):
+            raise TypeError("'files' and 'info' must be objects")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            raise TypeError("'files' must map paths to hex digests")
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise KitVerificationError(f"{manifest}: signed but malformed ({exc})") from None
     for name, expected in sorted(files.items()):
         path = root / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
+        if Path(name).is_absolute() or ".." in Path(name).parts or name in (MANIFEST, SIGNATURE):
             raise KitVerificationError(f"manifest lists a path outside the kit: {name!r}")
         if not path.is_file():
             raise KitVerificationError(f"{name}: listed in the manifest but missing from the kit")
@@ -163,4 +173,15 @@ def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
                 f"{name}: SHA-256 {actual[:16]}… does not match the manifest's {expected[:16]}… "
                 "(the file was modified after the kit was signed)"
             )
-    return Manifest(dict(files), dict(data.get("info", {})))
+    listed = {Path(name) for name in files} | {Path(MANIFEST), Path(SIGNATURE)}
+    unlisted = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*")
+        if not p.is_dir() and p.relative_to(root) not in listed
+    )
+    if unlisted:
+        raise KitVerificationError(
+            f"files not in the signed manifest: {unlisted[:5]}"
+            f"{' …' if len(unlisted) > 5 else ''} (a kit holds exactly what was signed)"
+        )
+    return Manifest(dict(files), dict(info))

@@ -240,20 +240,20 @@ def roster_rejections(
 
     A sender not among ``expected`` (not in the round's task list) is refused; a sender
     that reports more than once is refused every time (which copy is genuine cannot be
-    told). Names are compared case-insensitively: ``Pi-3`` and ``pi-3`` are one file on
+    told). Duplicates are found case-insensitively: ``Pi-3`` and ``pi-3`` are one file on
     a FAT-formatted stick.
     """
 
     def key(s: Hashable) -> Hashable:
         return s.casefold() if isinstance(s, str) else s
 
-    known = {key(e) for e in expected}
+    known = set(expected)
     counts: dict[Hashable, int] = {}
     for s in senders:
         counts[key(s)] = counts.get(key(s), 0) + 1
     reasons: list[str | None] = []
     for s in senders:
-        if key(s) not in known:
+        if s not in known:
             reasons.append(f"{s!r} was not asked for an update this round (unknown sender)")
         elif counts[key(s)] > 1:
             reasons.append(

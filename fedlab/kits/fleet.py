@@ -16,6 +16,7 @@ import numpy as np
 
 from fedlab.data.federated_dataset import ClientData
 from fedlab.edge.transport import FileTransport, Task
+from fedlab.federated.stages import UpdatePolicy
 from fedlab.federated.types import ClientUpdate
 from fedlab.kits.builder import Kit
 
@@ -24,11 +25,13 @@ __all__ = ["EmulatedDevice", "EmulatedRound", "make_emulated_devices", "run_emul
 
 @dataclass(frozen=True, slots=True)
 class EmulatedDevice:
-    """One emulated board: its id, folder and ``device.json``."""
+    """One emulated board: its id, folder and ``device.json``, and the number of examples
+    it enrolled with (the cap on the ``num_examples`` its updates may claim)."""
 
     device_id: str
     folder: Path
     config: Path
+    num_examples: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,7 @@ def make_emulated_devices(
         }
         path = folder / "device.json"
         path.write_text(json.dumps(settings, indent=1))
-        devices.append(EmulatedDevice(device_id, folder, path))
+        devices.append(EmulatedDevice(device_id, folder, path, client.num_examples))
     return devices
 
 
@@ -77,10 +80,12 @@ def run_emulated_round(
     task: Task,
     *,
     timeout_s: float = 300.0,
+    policy: UpdatePolicy | None = None,
 ) -> EmulatedRound:
     """Publish ``task``, run every device's agent (one process each, TensorFlow blocked),
     and collect the updates. A device that fails is reported with its exit code and
-    message, not hidden."""
+    message, not hidden; an update refused by ``policy`` (default ``UpdatePolicy()``) or
+    from a device not in ``devices`` is listed in ``rejected`` with its reason."""
     transport = FileTransport(exchange)
     transport.publish(task)
     reports: dict[str, dict[str, Any]] = {}
@@ -108,6 +113,6 @@ def run_emulated_round(
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if lines:
             reports[device.device_id] = json.loads(lines[-1])
-    shapes = tuple(tuple(int(d) for d in np.shape(w)) for w in task.weights)
-    accepted, rejected = transport.collect(task.round_index, shapes)
+    enrolled = {d.device_id: d.num_examples for d in devices}
+    accepted, rejected = transport.collect(task, devices=enrolled, policy=policy)
     return EmulatedRound(reports, accepted, rejected, failures)

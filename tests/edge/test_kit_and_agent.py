@@ -137,8 +137,10 @@ def test_local_data_of_the_wrong_shape_is_refused(tmp_path) -> None:
         load_local_data(tmp_path / "e.npz", (8, 8, 1), 10)
     rows = np.hstack([np.ones((4, 64)), np.arange(4)[:, None]])
     np.savetxt(tmp_path / "ok.csv", rows, delimiter=",", header="f,..,label", comments="")
-    x, y = load_local_data(tmp_path / "ok.csv", (8, 8, 1), 10)
+    x, y = load_local_data(tmp_path / "ok.csv", (8, 8, 1), 10, csv_header=True)
     assert x.shape == (4, 8, 8, 1) and list(y) == [0, 1, 2, 3]
+    with pytest.raises(DataError, match="a header row must be declared"):
+        load_local_data(tmp_path / "ok.csv", (8, 8, 1), 10)  # an undeclared header
     np.savetxt(tmp_path / "short.csv", rows[:, 1:], delimiter=",")
     with pytest.raises(ValueError, match="rows have 64 columns, expected 65"):
         load_local_data(tmp_path / "short.csv", (8, 8, 1), 10)
@@ -238,12 +240,13 @@ def test_the_agent_trains_a_round_without_tensorflow(kits, tmp_path) -> None:
     weights, expected = reference_update(kits, plan, tmp_path)
     version = kits["pi"].manifest.info["model"]["version"]
     exchange = FileTransport(tmp_path / "exchange")
-    exchange.publish(Task(plan, weights, version))
+    task = Task(plan, weights, version)
+    exchange.publish(task)
     proc = run_agent(config)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["tensorflow_imported"] is False and report["round_index"] == 4
-    accepted, rejected = exchange.collect(4, tuple(w.shape for w in weights))
+    accepted, rejected = exchange.collect(task, devices={"pi-3": 200})
     assert rejected == [] and [name for name, _ in accepted] == ["pi-3-r4.npz"]
     got = accepted[0][1]
     num = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(got.delta, expected.delta, strict=True)))
@@ -282,8 +285,9 @@ def test_the_agent_exits_with_a_clear_reason(kits, tmp_path) -> None:
     assert proc.returncode == 4 and "the model expects (8, 8, 1)" in proc.stderr
     config = write_device(tmp_path / "d", kits["pi"])
     plan = ClientPlan(client_id=3, round_index=0, epochs=1, batch_size=16, learning_rate=0.05)
+    version = kits["pi"].manifest.info["model"]["version"]
     FileTransport(tmp_path / "d" / "exchange").publish(
-        Task(plan, tuple(np.zeros(s) for s in [(3, 3)]), "")
+        Task(plan, tuple(np.zeros(s) for s in [(3, 3)]), version)
     )
     proc = run_agent(config)
     assert proc.returncode == 6 and "expected 8 global weight arrays, got 1" in proc.stderr
@@ -293,7 +297,7 @@ def test_collect_rejects_damaged_and_forged_updates(kits, tmp_path) -> None:
     shapes = ((2, 3), (3,))
     exchange = FileTransport(tmp_path)
     plan = ClientPlan(client_id=0, round_index=1, epochs=1, batch_size=4, learning_rate=0.1)
-    task = Task(plan, (np.zeros((2, 3)), np.zeros(3)))
+    task = Task(plan, (np.zeros((2, 3)), np.zeros(3)), "v1")
     from fedlab.federated import ClientUpdate
 
     good = ClientUpdate(
@@ -311,15 +315,17 @@ def test_collect_rejects_damaged_and_forged_updates(kits, tmp_path) -> None:
     truncated = exchange.updates / "b-r1.npz"
     truncated.write_bytes(truncated.read_bytes()[:100])  # a copy cut short
     os.replace(exchange.updates / "c-r1.npz", exchange.updates / "z-r1.npz")  # forged name
-    accepted, rejected = exchange.collect(1, shapes)
+    accepted, rejected = exchange.collect(task, devices=list("abcdefz"))
     assert [name for name, _ in accepted] == ["a-r1.npz", "d-r1.npz"]
     reasons = dict(rejected)
     assert "unreadable" in reasons["b-r1.npz"]
     assert "header does not match the file name" in reasons["z-r1.npz"]
-    assert "NaN or Inf" in reasons["e-r1.npz"]
-    assert "do not fit the model" in reasons["f-r1.npz"]
+    assert "non-finite values (NaN)" in reasons["e-r1.npz"]
+    assert "does not fit the model (2, 3)" in reasons["f-r1.npz"]
+    later = Task(ClientPlan(0, 2, 1, 4, 0.1), task.weights, "v1")
     with pytest.raises(UpdateRejected, match="not an update of round 2"):
-        FileTransport.read_update(exchange.updates / "a-r1.npz", 2, shapes)
+        FileTransport.read_update(exchange.updates / "a-r1.npz", later)
+    assert shapes == tuple(w.shape for w in task.weights)
     assert exchange.fetch("a") is None
     (tmp_path / "task.npz").write_bytes(b"PK\x03\x04 half a zip")
     with pytest.raises(ValueError, match="task.npz: not a valid task"):
