@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields, is_dataclass
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +12,7 @@ import numpy as np
 
 from fedlab.data.federated_dataset import ClientData, FederatedDataset
 from fedlab.federated.batching import client_seed
+from fedlab.federated.checkpoint import check_checkpoint_dir
 from fedlab.federated.config import FederationConfig
 from fedlab.federated.federation import Federation
 from fedlab.federated.runtime import KerasRuntime
@@ -38,6 +42,29 @@ def _model_fn(
         return built
 
     return build
+
+
+def _checked_params(params: Any) -> dict[str, Any]:
+    """Strategy parameters as given, each number finite (``server_lr=inf`` would turn the
+    model to NaN in one round)."""
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ValueError(f"strategy_params must be a dict, got {params!r}")
+    for name, value in params.items():
+        if isinstance(value, bool) or (isinstance(value, Real) and not math.isfinite(value)):
+            raise ValueError(f"strategy parameter {name} must be a finite number, got {value!r}")
+    return params
+
+
+def _check_finite_fields(strategy: Any) -> None:
+    """Every numeric field of a dataclass strategy is finite (the same rule for an object)."""
+    for f in fields(strategy) if is_dataclass(strategy) else ():
+        value = getattr(strategy, f.name)
+        if isinstance(value, Real) and not isinstance(value, bool) and not math.isfinite(value):
+            raise ValueError(
+                f"{type(strategy).__name__}.{f.name} must be a finite number, got {value!r}"
+            )
 
 
 def build_federation(
@@ -85,11 +112,14 @@ def build_federation(
         :class:`FederationConfig` fields (``clients_per_round=10``, ``local_epochs=5``…).
     """
     cfg = FederationConfig(**config)
+    if checkpoint_dir is not None:
+        check_checkpoint_dir(checkpoint_dir)
     strat = (
-        make_strategy(strategy, **(strategy_params or {}))
+        make_strategy(strategy, **_checked_params(strategy_params))
         if isinstance(strategy, str)
         else strategy
     )
+    _check_finite_fields(strat)
     from fedlab.federated.vectorized import make_runtime
 
     model_fn = _model_fn(
