@@ -2,20 +2,25 @@
 # Set up a Coral board as a fedlab client: the USB Accelerator on a Raspberry Pi (64-bit
 # Raspberry Pi OS Bookworm), or the Coral Dev Board.
 #
-# Usage: sudo ./setup.sh [--board usb|devboard] [--kit DIR] [--dry-run] [--prefix DIR]
+# Usage: sudo ./setup.sh [--board usb|devboard] [--kit DIR] [--trusted-key KEY] [--dry-run]
+#                        [--prefix DIR]
 #
-#   --board        usb (default): USB Accelerator; devboard: the Dev Board's PCIe Edge TPU
-#   --kit DIR      the unpacked kit (default: the folder of this script)
-#   --dry-run      print the commands that change the system instead of running them
-#   --prefix DIR   install files under DIR instead of / (with --dry-run: a test install)
+#   --board            usb (default): USB Accelerator; devboard: the Dev Board's PCIe Edge TPU
+#   --kit DIR          the unpacked kit (default: the folder of this script)
+#   --trusted-key KEY  the workbench's base64 public key (first install; afterwards the
+#                      key pinned in /etc/fedlab/device.json is used)
+#   --allow-rollback   install a kit older than the installed one
+#   --dry-run          print the commands that change the system instead of running them
+#   --prefix DIR       install files under DIR instead of / (with --dry-run: a test install)
 #
-# Adds Coral's apt repository, installs the Edge TPU runtime (libedgetpu1-std), udev rules
-# so the service user can open the accelerator, then the agent as on a Raspberry Pi.
-# Idempotent: running it again changes nothing that is already in place.
+# Verifies the kit first (signature with the pinned key, every hash, no unlisted file, no
+# rollback), then adds Coral's apt repository, installs the Edge TPU runtime
+# (libedgetpu1-std), udev rules so the service user can open the accelerator, then the
+# agent as on a Raspberry Pi. Idempotent: running it again changes nothing already in place.
 set -euo pipefail
 
 BOARD="usb"
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # In a kit common.sh sits beside this script; in the repository it is one folder up.
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

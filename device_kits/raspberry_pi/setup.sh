@@ -1,16 +1,21 @@
 #!/usr/bin/env bash
 # Set up a Raspberry Pi (4, 5 or Zero 2 W; 64-bit Raspberry Pi OS Bookworm) as a fedlab client.
 #
-# Usage: sudo ./setup.sh [--kit DIR] [--dry-run] [--prefix DIR]
+# Usage: sudo ./setup.sh [--kit DIR] [--trusted-key KEY] [--dry-run] [--prefix DIR]
 #
-#   --kit DIR      the unpacked kit (default: the folder of this script)
-#   --dry-run      print the commands that change the system instead of running them
-#   --prefix DIR   install files under DIR instead of / (with --dry-run: a test install)
+#   --kit DIR          the unpacked kit (default: the folder of this script)
+#   --trusted-key KEY  the workbench's base64 public key (first install; afterwards the
+#                      key pinned in /etc/fedlab/device.json is used)
+#   --allow-rollback   install a kit older than the installed one
+#   --dry-run          print the commands that change the system instead of running them
+#   --prefix DIR       install files under DIR instead of / (with --dry-run: a test install)
 #
+# Before anything is installed the kit is verified: its signature with the pinned key,
+# every file's SHA-256, no unlisted file, not older than the installed kit.
 # Idempotent: running it again updates the kit and keeps /etc/fedlab/device.json.
 set -euo pipefail
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
 
 # In a kit common.sh sits beside this script; in the repository it is one folder up.
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
