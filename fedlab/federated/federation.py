@@ -460,9 +460,11 @@ class Federation:
         self._strategy_state = dict(state)
         self._history = self._history.append(result)
         self._rounds_done = r + 1
+        # Observers first: the round is released once committed, so whoever keeps books on
+        # releases (the privacy ledger) records it even if the checkpoint write fails below.
+        self._notify(errors, "on_round_end", result)
         if self.checkpoint_dir is not None and self._rounds_done % self.checkpoint_every == 0:
             self.save_checkpoint()
-        self._notify(errors, "on_round_end", result)
         if errors:
             raise errors[0]
         return result

@@ -9,8 +9,21 @@ sampled cohort. Two sampling models are supported:
   both the RDP and the (tighter) PLD accountant;
 * ``"fixed"`` — a cohort of exactly k of N devices drawn without replacement, which is what
   :class:`~fedlab.federated.Federation` does (replace-one adjacency); accounted as
-  ``SampledWithoutReplacementDpEvent(N, k, GaussianDpEvent(z))`` with the RDP accountant
+  ``SampledWithoutReplacementDpEvent(N, k, GaussianDpEvent(z / 2))`` with the RDP accountant
   (dp-accounting's PLD accountant does not support this event).
+
+Why z / 2 under replace-one: replacing one device's clipped update u (‖u‖ ≤ C) by another
+one v moves the clipped sum by u − v, whose norm reaches 2C. dp-accounting's Gaussian
+event takes the noise standard deviation over the sensitivity *under the chosen neighbouring
+relation*, so noise z·C on a sensitivity of 2C is a Gaussian of multiplier z/2. (Under
+add/remove the sensitivity is C and the multiplier is z.) The same holds for every Gaussian
+of a composed mechanism (adaptive clipping's noised count of ±½ records moves by 1 under
+replace-one).
+
+A mechanism made of several Gaussians that all see the same sampled cohort (adaptive
+clipping: the noised sum and the noised count) is one Gaussian mechanism on the concatenated
+output, of multiplier ``(Σ z_i⁻²)^-½``. It is accounted that way, which both PLD and RDP
+support, and which is tighter than composing the sampled Gaussians one by one.
 """
 
 from __future__ import annotations
@@ -28,6 +41,7 @@ __all__ = [
     "Accountant",
     "PrivacyLedger",
     "Sampling",
+    "effective_noise_multiplier",
     "epsilon_for",
     "max_rounds_for",
     "noise_multiplier_for",
@@ -52,6 +66,47 @@ def _check_common(population: int, cohort: int, noise_multiplier: float) -> None
         raise ValueError(f"noise multiplier z must be >= 0, got {noise_multiplier!r}")
 
 
+def effective_noise_multiplier(mechanism: dp_accounting.DpEvent) -> float:
+    """The multiplier of the single Gaussian equivalent to ``mechanism``.
+
+    ``mechanism`` is a Gaussian event, or a composition (``ComposedDpEvent``,
+    ``SelfComposedDpEvent``) of Gaussians that all see the same records, as
+    tensorflow-privacy's queries report them (stddev over the add/remove sensitivity).
+    Composing Gaussians of multipliers z_i on one sample is a Gaussian of multiplier
+    ``(Σ z_i⁻²)^-½`` on the concatenated output (0 if any z_i is 0).
+
+    Raises
+    ------
+    ValueError
+        For any other event: it cannot be accounted as a sampled Gaussian.
+    """
+    inverse_square = _inverse_square(mechanism)
+    if inverse_square == 0:
+        raise ValueError(f"{mechanism!r} contains no Gaussian: nothing to account")
+    return 0.0 if math.isinf(inverse_square) else 1.0 / math.sqrt(inverse_square)
+
+
+def _inverse_square(event: dp_accounting.DpEvent) -> float:
+    if isinstance(event, dp_accounting.GaussianDpEvent):
+        z = float(event.noise_multiplier)
+        if not (z >= 0 and not math.isnan(z)):
+            raise ValueError(f"Gaussian noise multiplier must be >= 0, got {z!r}")
+        return math.inf if z == 0 else z**-2
+    if isinstance(event, dp_accounting.ComposedDpEvent):
+        return sum(_inverse_square(e) for e in event.events)
+    if isinstance(event, dp_accounting.SelfComposedDpEvent):
+        return event.count * _inverse_square(event.event)
+    raise ValueError(
+        f"cannot account {event!r} as a sampled Gaussian: the mechanism must be a Gaussian "
+        "event or a composition of Gaussian events"
+    )
+
+
+def _check_q(q: float) -> None:
+    if not (isinstance(q, int | float) and not isinstance(q, bool) and 0 < q <= 1):
+        raise ValueError(f"sampling probability q must be in (0, 1], got {q!r}")
+
+
 def round_event(
     *,
     noise_multiplier: float,
@@ -59,29 +114,45 @@ def round_event(
     cohort: int,
     sampling: Sampling = "poisson",
     mechanism: dp_accounting.DpEvent | None = None,
+    q: float | None = None,
 ) -> dp_accounting.DpEvent:
     """The DP event of one DP-FedAvg round: a sampled Gaussian mechanism.
 
     Parameters
     ----------
     noise_multiplier : float
-        z: noise standard deviation over the clipping norm (>= 0; 0 means no privacy).
+        z: noise standard deviation over the clipping norm C (>= 0; 0 means no privacy).
     population, cohort : int
         Devices in the fleet and (expected) devices per round; q = cohort / population.
     sampling : {"poisson", "fixed"}
-        The sampling model (see the module docstring).
+        The sampling model (see the module docstring). Under ``"fixed"`` (replace-one) the
+        Gaussian's multiplier is halved: the clipped sum's sensitivity is 2C.
     mechanism : DpEvent, optional
         The unsampled mechanism when it is not a plain Gaussian of multiplier z (adaptive
-        clipping adds a noised count: pass ``DPFedAvg.mechanism_event()``).
+        clipping adds a noised count: pass ``DPFedAvg.mechanism_event()``); it is accounted
+        as one Gaussian of its :func:`effective_noise_multiplier`.
+    q : float, optional
+        Poisson sampling probability when it is not exactly ``cohort / population`` (the
+        sampler's own q; the accounting must not round it to a whole cohort).
     """
     _check_common(population, cohort, noise_multiplier)
-    gaussian = (
-        mechanism if mechanism is not None else dp_accounting.GaussianDpEvent(noise_multiplier)
-    )
+    z = float(noise_multiplier)
+    if mechanism is not None:
+        z = effective_noise_multiplier(mechanism)
     if sampling == "poisson":
-        return dp_accounting.PoissonSampledDpEvent(cohort / population, gaussian)
+        if q is None:
+            q = cohort / population
+        _check_q(q)
+        return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
     if sampling == "fixed":
-        return dp_accounting.SampledWithoutReplacementDpEvent(population, cohort, gaussian)
+        if q is not None and q != cohort / population:
+            raise ValueError(
+                f"a fixed cohort of {cohort} of {population} has q = cohort/population, got q={q!r}"
+            )
+        # Replace-one adjacency: sensitivity 2C, so the multiplier is (z·C) / (2C) = z/2.
+        return dp_accounting.SampledWithoutReplacementDpEvent(
+            population, cohort, dp_accounting.GaussianDpEvent(z / 2)
+        )
     raise ValueError(f"sampling must be 'poisson' or 'fixed', got {sampling!r}")
 
 
@@ -252,6 +323,17 @@ class _Entry:
     cohort: int
     count: int
     mechanism: dp_accounting.DpEvent | None = None
+    q: float | None = None
+
+    @property
+    def key(self) -> tuple[float, int, dp_accounting.DpEvent | None, float | None]:
+        return (self.noise_multiplier, self.cohort, self.mechanism, self.q)
+
+    @property
+    def effective_z(self) -> float:
+        if self.mechanism is None:
+            return self.noise_multiplier
+        return effective_noise_multiplier(self.mechanism)
 
 
 @dataclass
@@ -296,26 +378,36 @@ class PrivacyLedger:
         noise_multiplier: float,
         cohort: int,
         mechanism: dp_accounting.DpEvent | None = None,
+        q: float | None = None,
     ) -> None:
-        """Add one round (identical consecutive rounds are kept as one self-composed event)."""
-        round_event(
-            noise_multiplier=noise_multiplier,
-            population=self.population,
-            cohort=cohort,
-            sampling=self.sampling,
-            mechanism=mechanism,
-        )  # validates
+        """Add one round (identical consecutive rounds are kept as one self-composed event).
+
+        ``q`` is the Poisson sampling probability when it is not ``cohort / population``.
+        """
+        entry = self._entry(noise_multiplier, cohort, mechanism, q)  # validates
         last = self.entries[-1] if self.entries else None
-        key = (float(noise_multiplier), int(cohort), mechanism)
-        if last is not None and (last.noise_multiplier, last.cohort, last.mechanism) == key:
+        if last is not None and last.key == entry.key:
             last.count += 1
         else:
-            self.entries.append(_Entry(float(noise_multiplier), int(cohort), 1, mechanism))
+            self.entries.append(entry)
+
+    def _entry(
+        self,
+        noise_multiplier: float,
+        cohort: int,
+        mechanism: dp_accounting.DpEvent | None,
+        q: float | None,
+    ) -> _Entry:
+        entry = _Entry(
+            float(noise_multiplier), cohort, 1, mechanism, None if q is None else float(q)
+        )
+        self._event(entry)  # raises on a bad value before anything is recorded
+        return entry
 
     def _epsilon(self, entries: Sequence[_Entry], accountant: Accountant) -> float:
         if not entries:
             return 0.0
-        if any(e.noise_multiplier == 0 for e in entries):
+        if any(e.effective_z == 0 for e in entries):
             return math.inf
         acc = _accountant(accountant, self.sampling)
         for e in entries:
@@ -329,6 +421,7 @@ class PrivacyLedger:
             cohort=e.cohort,
             sampling=self.sampling,
             mechanism=e.mechanism,
+            q=e.q,
         )
 
     def epsilon(self, accountant: Accountant | None = None) -> float:
@@ -342,9 +435,10 @@ class PrivacyLedger:
         cohort: int,
         mechanism: dp_accounting.DpEvent | None = None,
         accountant: Accountant | None = None,
+        q: float | None = None,
     ) -> float:
         """ε if one more round with these parameters were run."""
-        extra = [*self.entries, _Entry(noise_multiplier, cohort, 1, mechanism)]
+        extra = [*self.entries, self._entry(noise_multiplier, cohort, mechanism, q)]
         return self._epsilon(extra, accountant or self.accountants[-1])
 
     def events(self) -> dp_accounting.DpEvent:
@@ -353,8 +447,15 @@ class PrivacyLedger:
             [dp_accounting.SelfComposedDpEvent(self._event(e), e.count) for e in self.entries]
         )
 
-    def privacy_statement(self) -> str:
-        """ε with every assumption it rests on; never a bare number."""
+    def privacy_statement(self, mechanism_notes: Sequence[str] = ()) -> str:
+        """ε with every assumption it rests on; never a bare number.
+
+        Parameters
+        ----------
+        mechanism_notes : sequence of str
+            Lines describing the mechanism (clip norm, denominator, noise source), as
+            ``DPFedAvg.describe()`` gives them.
+        """
         lines = ["Client-level DP-FedAvg privacy statement", ""]
         if not self.entries:
             lines.append("No rounds recorded: nothing has been released.")
@@ -362,21 +463,29 @@ class PrivacyLedger:
         lines += [
             "Adjacency: client-level — two fleets differ in ALL data of one device "
             + (
-                "(one device added or removed)."
+                "(one device added or removed; the clipped sum moves by at most C)."
                 if self.sampling == "poisson"
-                else "(one device replaced by another)."
+                else "(one device replaced by another; the clipped sum moves by at most 2C, "
+                "so each Gaussian is accounted with multiplier z/2)."
             ),
             f"Population: {self.population} devices; δ = {self.delta:.3g}.",
         ]
         for e in self.entries:
-            q = e.cohort / self.population
-            if self.sampling == "poisson":
+            if self.sampling == "poisson" and e.q is not None:
+                how = (
+                    f"Poisson sampling, q = {e.q:.6g} (expected cohort {e.q * self.population:.4g})"
+                )
+            elif self.sampling == "poisson":
+                q = e.cohort / self.population
                 how = f"Poisson sampling, q = {e.cohort}/{self.population} = {q:.4g}"
             else:
                 how = f"fixed cohort of {e.cohort} of {self.population} without replacement"
             noise = f"Gaussian noise multiplier z = {e.noise_multiplier:g}"
             if e.mechanism is not None:
-                noise += f" (mechanism as composed by tensorflow-privacy: {e.mechanism})"
+                noise += (
+                    f" (mechanism as composed by tensorflow-privacy: {e.mechanism}; one Gaussian "
+                    f"of effective multiplier {e.effective_z:.6g})"
+                )
             lines.append(f"  {e.count} round(s): {how}; {noise}.")
         for accountant in self.accountants:
             name = {
@@ -387,13 +496,21 @@ class PrivacyLedger:
                 f"ε = {self.epsilon(accountant):.4g} at δ = {self.delta:.3g} — "
                 f"{name[accountant]} accountant."
             )
+        lines += ["", "Mechanism:"]
+        lines += [f"  {note}" for note in mechanism_notes] or [
+            "  every round clips each client's update to L2 norm C and adds Gaussian noise of",
+            "  standard deviation z·C to the sum (DP-FedAvg at the aggregator).",
+        ]
         lines += [
             "",
-            "Assumptions: each round clips every client's update to L2 norm C and adds Gaussian",
-            "noise of standard deviation z·C to the sum (DP-FedAvg at the aggregator); the model",
-            "released after every round counts; the sampling of devices is as stated and secret;",
-            "no other use is made of client data. The guarantee is for the whole history of",
-            "released models, not for any data that leaves devices by other means.",
+            "Assumptions: the model released after every round counts; the sampling of devices",
+            "is as stated and secret; the noise is secret and never reused (anyone who can",
+            "predict it subtracts it and sees the exact clipped sum); no other use is made of",
+            "client data. The guarantee is for the whole sequence of released models.",
+            "Not covered: the per-round history the server keeps (participant ids, un-noised",
+            "train loss, example counts, timings) and any update seen before aggregation (the",
+            "server sees individual updates unless secure aggregation hides them). Publish",
+            "only the models, not the history.",
         ]
         if self.sampling == "fixed":
             lines.append(

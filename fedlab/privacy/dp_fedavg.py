@@ -9,47 +9,88 @@ equally (not by example count): weighting by examples would void the sensitivity
 
 With ``target_quantile`` set, the clipping norm adapts to that quantile of update norms
 (Andrew et al. 2021) through tensorflow-privacy's ``QuantileAdaptiveClipSumQuery``.
+
+The noise is secret by default: every round's noise is drawn by TensorFlow's generator
+keyed with 63 fresh bits of OS entropy (``secrets``), never stored and never reused, so
+nobody — not even whoever configured the run — can predict it and subtract it from the
+released model. ``reproducible_noise=True`` derives each round's key from ``seed`` instead
+(for tests and teaching); the privacy statement then says that the guarantee is void
+against anyone who holds the seed.
+
+Norms are computed in float64 after scaling by the largest entry, so no finite update
+overflows; an update with a NaN or infinite entry has no norm and is left out of the sum
+(its device contributes nothing that round, which the sensitivity bound allows).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from fedlab._tf import tf  # first: tensorflow_privacy must see fedlab's Keras choice
+
+# isort: split
 from tensorflow_privacy.privacy.dp_query import (
     gaussian_query,
     normalized_query,
     quantile_adaptive_clip_sum_query,
 )
 
-from fedlab._tf import tf
 from fedlab.federated.strategies import StrategyState
 from fedlab.federated.strategies.fedavg import FedAvg
 from fedlab.federated.types import ClientUpdate, Weights
 
-__all__ = ["DPFedAvg", "clip_by_global_norm"]
+__all__ = ["DPFedAvg", "clip_by_global_norm", "global_norm"]
+
+_log = logging.getLogger(__name__)
+
+
+def global_norm(delta: Weights) -> float:
+    """The L2 norm of all arrays together, without overflow; ``nan`` if any entry is not finite.
+
+    Computed in float64 after dividing by the largest magnitude, so updates whose squares
+    overflow (entries beyond ~1e154 in float64, ~1e19 in float32) still get their finite norm.
+    """
+    arrays = [np.asarray(d, dtype=np.float64) for d in delta]
+    if not all(np.isfinite(a).all() for a in arrays):
+        return math.nan
+    largest = max((float(np.max(np.abs(a))) for a in arrays if a.size), default=0.0)
+    if largest == 0.0:
+        return 0.0
+    return largest * math.sqrt(sum(float(np.sum(np.square(a / largest))) for a in arrays))
 
 
 def clip_by_global_norm(delta: Weights, clip: float) -> tuple[Weights, float]:
-    """``delta`` scaled so that its global L2 norm is at most ``clip``; also the original norm."""
-    if not clip > 0:
+    """``delta`` scaled so that its global L2 norm is at most ``clip``; also the original norm.
+
+    Raises
+    ------
+    ValueError
+        If ``clip`` is not > 0, or ``delta`` has a NaN or infinite entry (no norm to clip to).
+    """
+    if not (math.isfinite(clip) and clip > 0):
         raise ValueError(f"clip must be > 0, got {clip!r}")
-    norm = math.sqrt(sum(float(np.sum(np.square(d, dtype=np.float64))) for d in delta))
+    norm = global_norm(delta)
+    if math.isnan(norm):
+        raise ValueError("delta has a NaN or infinite entry: it has no norm to clip")
     scale = min(1.0, clip / norm) if norm > 0 else 1.0
-    return tuple((d * scale).astype(np.float32) for d in delta), norm
+    return tuple((np.asarray(d, np.float64) * scale).astype(np.float32) for d in delta), norm
 
 
 def _noised_in_private_graph(query: Any, sample_state: Any, global_state: Any, seed: int) -> Any:
-    """``query.get_noised_result`` in a graph of its own with a graph-level seed.
+    """``query.get_noised_result`` in a graph of its own, keyed by ``seed``.
 
-    tensorflow-privacy's queries draw noise from TF's seed-less random ops. A graph-level
-    seed makes each round's noise reproducible (and resumable) without touching the eager
-    global seed, which tf.function keys its traces on (setting it would retrace every
-    compiled function of the process).
+    tensorflow-privacy's queries draw noise from TF's seed-less random ops. A fresh graph
+    with its own graph-level seed gives each round a noise stream of its own (from OS
+    entropy, or reproducible from a seed) without touching the eager global seed, which
+    tf.function keys its traces on (setting it would retrace every compiled function).
     """
     to_np = lambda t: np.asarray(t)  # noqa: E731
     samples = tf.nest.map_structure(to_np, sample_state)
@@ -99,8 +140,12 @@ class DPFedAvg:
     clipped_count_stddev : float, optional
         Noise on the count of unclipped updates (adaptive only); default ``expected/20``
         as recommended by Andrew et al.
+    reproducible_noise : bool
+        False (default): every round's noise is keyed by fresh OS entropy, unpredictable
+        and never reused. True: keyed by ``seed`` and the strategy's round counter, so a run
+        can be repeated exactly — and the guarantee is void against anyone holding the seed.
     seed : int
-        Seed of the noise (each round derives its own), so runs are reproducible.
+        Seed of the noise when ``reproducible_noise`` is True (ignored otherwise).
     """
 
     noise_multiplier: float
@@ -110,6 +155,7 @@ class DPFedAvg:
     target_quantile: float | None = None
     clip_learning_rate: float = 0.2
     clipped_count_stddev: float | None = None
+    reproducible_noise: bool = False
     seed: int = 0
     name: str = "dp-fedavg"
     _cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -125,6 +171,38 @@ class DPFedAvg:
             raise ValueError(f"target_quantile must be in (0, 1), got {self.target_quantile!r}")
         if not self.clip_learning_rate > 0:
             raise ValueError(f"clip_learning_rate must be > 0, got {self.clip_learning_rate!r}")
+        if not isinstance(self.reproducible_noise, bool):
+            raise TypeError(f"reproducible_noise must be a bool, got {self.reproducible_noise!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise TypeError(f"seed must be an int, got {self.seed!r}")
+
+    def describe(self) -> list[str]:
+        """The mechanism, in the words of a privacy statement (clip, denominator, noise)."""
+        clip = (
+            f"clipping norm C adapted towards the {self.target_quantile:g} quantile of update "
+            f"norms from C = {self.clip_norm:g} (noised count included in the accounting)"
+            if self.adaptive
+            else f"clipping norm C = {self.clip_norm:g}"
+        )
+        lines = [
+            f"each client's update is clipped to L2 norm C ({clip}); clients count equally;",
+            f"Gaussian noise of standard deviation z·C (z = {self.noise_multiplier:g}) is "
+            "added to the sum of clipped updates;",
+            f"the noised sum is divided by the fixed denominator {self.expected_clients} "
+            "(expected clients), then the server step is applied.",
+        ]
+        if self.reproducible_noise:
+            lines.append(
+                f"NOISE IS REPRODUCIBLE (reproducible_noise=True, seed {self.seed}): the "
+                "guarantee is VOID against anyone who holds the seed — they can regenerate the "
+                "noise and subtract it."
+            )
+        else:
+            lines.append(
+                "noise: keyed each round by 63 fresh bits of OS entropy (secrets), never "
+                "stored or reused; the generator is TensorFlow's Philox."
+            )
+        return lines
 
     @property
     def client_proximal_mu(self) -> float:
@@ -201,7 +279,9 @@ class DPFedAvg:
             def clip_and_sum(flat_state: list[tf.Tensor], stacked: list[tf.Tensor]) -> Any:
                 global_state = tf.nest.pack_sequence_as(template, flat_state)
                 params = query.derive_sample_params(global_state)
-                sample = query.initial_sample_state([s[0] for s in stacked])
+                sample = query.initial_sample_state(
+                    [tf.zeros(tf.shape(s)[1:], s.dtype) for s in stacked]
+                )
                 count = tf.shape(stacked[0])[0]
 
                 def body(i: tf.Tensor, sample: Any) -> tuple[tf.Tensor, Any]:
@@ -213,6 +293,38 @@ class DPFedAvg:
             self._cache.update(shapes=shapes, query=query, clip_and_sum=clip_and_sum)
         return self._cache["query"], self._cache["clip_and_sum"]
 
+    def _noise_seed(self, round_index: int) -> int:
+        """The key of this round's noise: fresh OS entropy, or derived from ``seed``."""
+        if not self.reproducible_noise:
+            return secrets.randbits(63)
+        digest = hashlib.sha256(f"{self.seed}:{round_index}".encode()).digest()
+        return int.from_bytes(digest[:8], "little") >> 1
+
+    @staticmethod
+    def _bounded_records(updates: Sequence[ClientUpdate], clip: float) -> list[Weights]:
+        """The updates that have a norm, each scaled to norm <= 2·clip in float64.
+
+        tensorflow-privacy clips with ``tf.clip_by_global_norm`` in float32, whose norm
+        overflows to inf for entries beyond ~1e19 and then turns the whole record into NaN.
+        Scaling first to 2·clip (still above the clip, so the query clips it and counts it as
+        clipped exactly as it would the original) keeps every record finite. Updates with a
+        NaN or infinite entry are left out: that device contributes nothing this round.
+        """
+        records: list[Weights] = []
+        for update in updates:
+            norm = global_norm(update.delta)
+            if not math.isfinite(norm):
+                _log.warning(
+                    "DP-FedAvg left out client %s: its update has a NaN or infinite entry",
+                    update.client_id,
+                )
+                continue
+            if norm > 2 * clip:
+                records.append(clip_by_global_norm(update.delta, 2 * clip)[0])
+            else:
+                records.append(tuple(np.asarray(d, np.float32) for d in update.delta))
+        return records
+
     def aggregate(
         self, weights: Weights, updates: Sequence[ClientUpdate], state: StrategyState
     ) -> tuple[Weights, StrategyState]:
@@ -222,14 +334,19 @@ class DPFedAvg:
         flat = [tf.constant(v) for v in state["dp.query"]]
         global_state = tf.nest.pack_sequence_as(template, flat)
         round_index = int(state["dp.round"][0])
+        records = self._bounded_records(updates, self.current_clip(state))
         stacked = [
-            tf.constant(np.stack([u.delta[i] for u in updates]), dtype=tf.float32)
+            tf.constant(
+                np.stack([r[i] for r in records])
+                if records
+                else np.zeros((0, *weights[i].shape), np.float32),
+                dtype=tf.float32,
+            )
             for i in range(len(weights))
         ]
         sample_state = clip_and_sum(flat, stacked)
-        digest = hashlib.sha256(f"{self.seed}:{round_index}".encode()).digest()
         result, new_global = _noised_in_private_graph(
-            query, sample_state, global_state, int.from_bytes(digest[:4], "little")
+            query, sample_state, global_state, self._noise_seed(round_index)
         )
         noised = tuple(np.asarray(r, dtype=np.float32) for r in result)
         inner_state = {k: v for k, v in state.items() if not k.startswith("dp.")}

@@ -23,12 +23,19 @@ class BudgetExceeded(RuntimeError):
 def _dp_parameters(federation: Federation) -> tuple[float, Any]:
     strategy = federation.strategy
     z = getattr(strategy, "noise_multiplier", None)
-    if z is None:
+    if z is None or not callable(getattr(strategy, "mechanism_event", None)):
         raise TypeError(
             f"the federation's strategy {type(strategy).__name__} adds no DP noise; wrap it in "
             "fedlab.privacy.DPFedAvg to account for privacy"
         )
     return float(z), strategy.mechanism_event()  # type: ignore[attr-defined]
+
+
+def _dp_rounds(federation: Federation) -> int:
+    """Rounds the federation's current DP strategy has aggregated (its state's counter)."""
+    state = federation._strategy_state  # the tracker reads, never writes, the server state
+    counter = state.get("dp.round")
+    return int(counter[0]) if counter is not None else 0
 
 
 @dataclass
@@ -58,6 +65,7 @@ class PrivacyTracker(Observer):
     accountant: Accountant | None = None
     ledger: PrivacyLedger = field(init=False)
     epsilons: list[tuple[int, float]] = field(default_factory=list, init=False)
+    notes: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         self.ledger = PrivacyLedger(self.population, self.delta, self.sampling)
@@ -76,24 +84,67 @@ class PrivacyTracker(Observer):
         """Accountant used for the budget and the reported ε."""
         return self.accountant or self.ledger.accountants[-1]
 
-    def attach(self, federation: Federation) -> PrivacyTracker:
-        """Subscribe to ``federation`` (as observer and guard), replaying its history."""
+    def check(self, federation: Federation) -> None:
+        """Raise unless the accounting models how ``federation`` will run its next round.
+
+        The accounting assumes: a DP strategy adds the noise; every device is in the round
+        with the same probability (``UniformSampler`` for a fixed cohort, ``PoissonSampler``
+        with its exact q for Poisson); the server keeps every report it invites (no
+        over-selection, which keeps the fastest devices and so raises their inclusion
+        probability above the one accounted).
+
+        Raises
+        ------
+        TypeError
+            The strategy adds no DP noise.
+        ValueError
+            The population, sampler or over-selection differs from what is accounted.
+        """
+        from fedlab.federated.selection import PoissonSampler, UniformSampler
+
         if federation.data.num_clients != self.population:
             raise ValueError(
                 f"tracker population {self.population} != federation population "
                 f"{federation.data.num_clients}"
             )
         _dp_parameters(federation)
-        from fedlab.federated.selection import PoissonSampler
-
-        poisson = isinstance(federation.sampler, PoissonSampler)
-        if (self.sampling == "poisson") != poisson:
+        sampler = federation.sampler
+        expected = PoissonSampler if self.sampling == "poisson" else UniformSampler
+        if type(sampler) is not expected:
             raise ValueError(
                 f"accounting assumes {self.sampling!r} sampling but the federation uses "
-                f"{type(federation.sampler).__name__}; use PoissonSampler with sampling='poisson', "
-                "or a fixed cohort with sampling='fixed'"
+                f"{type(sampler).__name__}; use PoissonSampler with sampling='poisson', "
+                "or UniformSampler (a uniform fixed cohort) with sampling='fixed' — a weighted "
+                "or otherwise non-uniform sampler is not modelled by the accounting"
             )
-        for result in federation.history:
+        over = federation.config.over_selection
+        if over > 0:
+            raise ValueError(
+                f"over_selection={over!r} keeps the fastest reports, so fast devices are in "
+                "more rounds than the accounted sampling probability; set over_selection=0 "
+                "for a private federation"
+            )
+
+    def attach(self, federation: Federation) -> PrivacyTracker:
+        """Subscribe to ``federation`` (as observer and guard), replaying its history.
+
+        Raises
+        ------
+        ValueError
+            When the federation already released rounds that its current DP strategy did not
+            aggregate (non-private rounds, or rounds of a strategy swapped out since): their
+            privacy cannot be accounted (ε = ∞), so nothing is attached.
+        """
+        self.check(federation)
+        released = [r for r in federation.history if r.completed]
+        noised = _dp_rounds(federation)
+        if len(released) != noised:
+            raise ValueError(
+                f"the federation released {len(released)} round(s) but its DP strategy "
+                f"aggregated {noised}: earlier rounds had other (or no) noise and cannot be "
+                "accounted (ε = ∞); attach the tracker before the first round, or reset()"
+            )
+        for result in released:
             self._record(federation, result)
         federation.add_observer(self)
         federation.add_guard(self)
@@ -103,26 +154,30 @@ class PrivacyTracker(Observer):
         if not result.completed:
             return  # nothing aggregated, nothing released
         z, mechanism = _dp_parameters(federation)
-        cohort = self._cohort(federation)
-        self.ledger.record_round(noise_multiplier=z, cohort=cohort, mechanism=mechanism)
+        cohort, q = self._cohort(federation)
+        self.ledger.record_round(noise_multiplier=z, cohort=cohort, mechanism=mechanism, q=q)
+        describe = getattr(federation.strategy, "describe", None)
+        if callable(describe):
+            self.notes = tuple(describe())
         self.epsilons.append((result.round_index, self.ledger.epsilon("rdp")))
 
-    def _cohort(self, federation: Federation) -> int:
-        """Expected clients per round: q·N for Poisson sampling, the cohort otherwise."""
-        q = getattr(federation.sampler, "q", None)
-        if self.sampling == "poisson" and q is not None:
-            return max(1, round(q * self.population))
-        return federation.config.cohort_size(self.population)
+    def _cohort(self, federation: Federation) -> tuple[int, float | None]:
+        """The cohort (expected cohort for Poisson) and, for Poisson, the sampler's exact q."""
+        if self.sampling == "poisson":
+            q = float(federation.sampler.q)  # type: ignore[attr-defined]
+            return min(self.population, max(1, round(q * self.population))), q
+        return federation.config.cohort_size(self.population), None
 
     def before_round(self, federation: Federation, round_index: int) -> None:
-        """Refuse the round if it would push ε over the budget."""
+        """Refuse the round if the accounting does not model it or it would exceed the budget."""
+        self.check(federation)
         if self.budget_epsilon is None:
             return
         z, mechanism = _dp_parameters(federation)
-        cohort = self._cohort(federation)
+        cohort, q = self._cohort(federation)
         # RDP upper-bounds PLD: when it is within budget there is no need for the slower PLD.
         rdp_next = self.ledger.epsilon_after_next(
-            noise_multiplier=z, cohort=cohort, mechanism=mechanism, accountant="rdp"
+            noise_multiplier=z, cohort=cohort, mechanism=mechanism, accountant="rdp", q=q
         )
         if rdp_next <= self.budget_epsilon:
             return
@@ -134,6 +189,7 @@ class PrivacyTracker(Observer):
                 cohort=cohort,
                 mechanism=mechanism,
                 accountant=self.budget_accountant,
+                q=q,
             )
         if nxt > self.budget_epsilon:
             raise BudgetExceeded(
@@ -147,5 +203,6 @@ class PrivacyTracker(Observer):
         self._record(federation, result)
 
     def privacy_statement(self) -> str:
-        """The ledger's statement."""
-        return self.ledger.privacy_statement()
+        """The ledger's statement, with the mechanism's details (clip norm, denominator,
+        noise source) as the strategy describes them."""
+        return self.ledger.privacy_statement(mechanism_notes=self.notes)

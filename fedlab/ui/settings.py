@@ -3,6 +3,7 @@ is applied to a federation at a round boundary. No widgets here."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -106,8 +107,15 @@ def _strategy_name(strategy: Any) -> str:
     )
 
 
-def build_strategy(settings: DashboardSettings, *, seed: int = 0) -> Strategy:
-    """The server strategy the settings describe (DP-FedAvg wrapping it when ``dp`` is on)."""
+def build_strategy(
+    settings: DashboardSettings, *, seed: int = 0, reproducible_noise: bool = False
+) -> Strategy:
+    """The server strategy the settings describe (DP-FedAvg wrapping it when ``dp`` is on).
+
+    DP noise is secret (OS entropy) unless ``reproducible_noise`` is True, when it derives
+    from ``seed`` — and the privacy statement says the guarantee is void against the seed's
+    holders.
+    """
     inner = make_strategy(settings.strategy)
     if not settings.dp:
         return inner
@@ -118,9 +126,25 @@ def build_strategy(settings: DashboardSettings, *, seed: int = 0) -> Strategy:
         clip_norm=settings.clip_norm,
         expected_clients=settings.clients_per_round,
         inner=inner,
+        reproducible_noise=reproducible_noise,
         seed=seed,
     )
     return dp
+
+
+def _swap_seed(federation: Federation) -> tuple[int, bool]:
+    """Seed and noise mode of a strategy swapped in now.
+
+    Secret noise stays secret. Reproducible noise gets a seed of its own for this round
+    boundary: the new strategy restarts its round counter, and the old seed would replay
+    round 0's noise (the noise would cancel between the two releases).
+    """
+    current = federation.strategy
+    if not getattr(current, "reproducible_noise", False):
+        return federation.config.seed, False
+    base = int(getattr(current, "seed", federation.config.seed))
+    digest = hashlib.sha256(f"{base}:swap:{federation.rounds_done}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1, True
 
 
 def apply_settings(
@@ -151,5 +175,6 @@ def apply_settings(
     reference = applied if applied is not None else DashboardSettings.from_federation(federation)
     if all(getattr(settings, f) == getattr(reference, f) for f in strategy_fields):
         return False
-    federation.set_strategy(build_strategy(settings, seed=federation.config.seed))
+    seed, reproducible = _swap_seed(federation)
+    federation.set_strategy(build_strategy(settings, seed=seed, reproducible_noise=reproducible))
     return True

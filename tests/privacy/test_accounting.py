@@ -18,9 +18,9 @@ def independent(z: float, rounds: int, kind: str, sampling: str = "poisson") -> 
     if sampling == "poisson":
         event = dp_accounting.PoissonSampledDpEvent(COHORT / N, dp_accounting.GaussianDpEvent(z))
         acc = rdp.RdpAccountant() if kind == "rdp" else pld.PLDAccountant()
-    else:
+    else:  # replace-one: the clipped sum moves by up to 2C, so the multiplier is z/2
         event = dp_accounting.SampledWithoutReplacementDpEvent(
-            N, COHORT, dp_accounting.GaussianDpEvent(z)
+            N, COHORT, dp_accounting.GaussianDpEvent(z / 2)
         )
         acc = rdp.RdpAccountant(neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE)
     acc.compose(event, rounds)
