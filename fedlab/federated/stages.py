@@ -286,7 +286,8 @@ class Pipeline:
             num_examples=update.num_examples,
             body=update.delta,
             num_steps=update.num_steps,
-            metrics=dict(update.metrics),
+            # as sent: the server's validation judges what arrives, malformed or not
+            metrics=dict(update.metrics) if isinstance(update.metrics, Mapping) else update.metrics,
         )
         for stage in self.client:
             envelope = stage.apply(envelope, context)
