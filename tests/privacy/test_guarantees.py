@@ -21,9 +21,9 @@ from fedlab.federated import (
     FedAvg,
     Federation,
     FederationConfig,
+    KerasRuntime,
     PoissonSampler,
     WeightedSampler,
-    make_runtime,
 )
 from fedlab.models import build_model
 from fedlab.privacy import (
@@ -159,7 +159,7 @@ DIGITS = federated_digits(num_clients=20, alpha=0.5, seed=1)
 
 
 def digits_federation(strategy=None, sampler=None, **cfg) -> Federation:
-    runtime = make_runtime(lambda: build_model("digits_cnn", (8, 8, 1), 10, seed=0))
+    runtime = KerasRuntime(lambda: build_model("digits_cnn", (8, 8, 1), 10, seed=0))
     config = FederationConfig(
         **{"clients_per_round": 5, "batch_size": 8, "client_lr": 0.1, "seed": 2, **cfg}
     )
