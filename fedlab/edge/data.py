@@ -60,6 +60,8 @@ def load_local_data(
                 f"the model expects {tuple(input_shape)}"
             )
     elif p.suffix == ".csv":
+        if not p.read_bytes().strip():
+            raise DataError(f"{p}: no rows")
         try:
             table = np.loadtxt(
                 p,

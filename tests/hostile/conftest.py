@@ -103,6 +103,7 @@ def agent_kit(tmp_path_factory: pytest.TempPathFactory):
             "version": hashlib.sha256(export.model).hexdigest(),
         },
     }
-    manifest = write_manifest(kit, ["model/model.tflite"], key, info)
+    files = sorted(str(f.relative_to(kit)) for f in kit.rglob("*") if f.is_file())
+    manifest = write_manifest(kit, files, key, info)
     weights = tuple(np.asarray(w) for w in model.get_weights())
     return {"folder": kit, "key": public_key_b64(key), "manifest": manifest, "weights": weights}
