@@ -15,7 +15,13 @@ from fedlab.privacy.accounting import (
     noise_multiplier_for,
     round_event,
 )
-from fedlab.privacy.attacks import AttackResult, loss_threshold_attack, member_holdout_split
+from fedlab.privacy.attacks import (
+    AttackResult,
+    loss_ratio_attack,
+    loss_threshold_attack,
+    member_holdout_split,
+    split_devices,
+)
 from fedlab.privacy.dp_fedavg import DPFedAvg, clip_by_global_norm, global_norm
 from fedlab.privacy.dp_sgd import DPSGDRuntime, dp_sgd_epsilon, dp_sgd_statement
 from fedlab.privacy.lower_bound import EpsilonLowerBound, epsilon_lower_bound
@@ -36,9 +42,11 @@ __all__ = [
     "epsilon_for",
     "epsilon_lower_bound",
     "global_norm",
+    "loss_ratio_attack",
     "loss_threshold_attack",
     "max_rounds_for",
     "member_holdout_split",
     "noise_multiplier_for",
     "round_event",
+    "split_devices",
 ]

@@ -71,6 +71,12 @@ def check_privacy(results: dict[str, Any]) -> None:
         assert attack["members"] > attack["nonmembers"] > 0
     budget = results["budget"]
     assert "refused" in budget["refusal"] and budget["spent"] <= budget["epsilon"]
+    for bound in results["bounds"]:  # every printed ε sits above a hypothesis-test lower bound
+        assert 0 < bound["lower"] <= bound["upper"], bound
+    for name, run in results["strong_attack"].items():
+        for attack in ("threshold", "ratio"):
+            low, high = run[attack]["ci"]
+            assert 0 <= low <= run[attack]["auc"] <= high <= 1, (name, attack)
 
 
 def check_compression(results: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ what it does not model, and statements carry their assumptions."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,6 +36,9 @@ from fedlab.privacy import (
     dp_sgd_statement,
     epsilon_for,
     epsilon_lower_bound,
+    loss_ratio_attack,
+    loss_threshold_attack,
+    split_devices,
 )
 from fedlab.ui import DashboardSettings, apply_settings
 
@@ -298,8 +302,17 @@ def test_dp_sgd_runtime_works_when_fedlab_privacy_is_imported_first() -> None:
         print("ok", len(update.delta))
         """
     )
+    # A clean environment: this test process imported fedlab._tf, which exports
+    # TF_USE_LEGACY_KERAS=1 and would hide the import-order bug in the child.
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_ENABLE_ONEDNN_OPTS"] = "0"  # and where users are: oneDNN off
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().startswith("ok")
@@ -334,3 +347,28 @@ def test_dp_sgd_statement_gives_the_unamplified_epsilon_and_composes_over_rounds
     assert dp_sgd_epsilon(**kw, rounds=3) < three  # Poisson amplification is the smaller one
     text = dp_sgd_statement(**kw, rounds=3)
     assert "3 round(s)" in text and f"{three:.4g}" in text and "without amplification" in text
+
+
+# -- 8. a stronger membership attack ----------------------------------------------------------
+def test_loss_ratio_attack_sees_what_the_threshold_misses() -> None:
+    rng = np.random.default_rng(0)
+    difficulty = rng.exponential(1.0, 800)  # some examples are hard for any model
+    member = np.arange(800) < 400
+    reference = difficulty * np.exp(rng.normal(0, 0.1, 800))  # trained without these devices
+    target = difficulty * np.exp(-0.5 * member + rng.normal(0, 0.1, 800))  # members: lower
+    threshold = loss_threshold_attack(target[member], target[~member], bootstrap=300)
+    ratio = loss_ratio_attack(
+        target[member], target[~member], reference[member], reference[~member], bootstrap=300
+    )
+    assert threshold.ci_high < 0.7 < 0.95 < ratio.ci_low
+    assert "loss ratio" in ratio.describe() and "loss threshold" in threshold.describe()
+    with pytest.raises(ValueError, match="example by example"):
+        loss_ratio_attack(target[:4], target[4:8], reference[:3], reference[4:8])
+
+
+def test_split_devices_keeps_the_reference_fleet_disjoint() -> None:
+    target, reference = split_devices(DIGITS, reference_share=0.25, seed=0)
+    assert (target.num_clients, reference.num_clients) == (15, 5)
+    seen = {c.x.tobytes() for c in target.clients}
+    assert not seen & {c.x.tobytes() for c in reference.clients}
+    assert sum(target.sizes) + sum(reference.sizes) == sum(DIGITS.sizes)
