@@ -71,8 +71,10 @@ class ClientPlan:
             ("seed", 0),
         ):
             value = getattr(self, name)
-            if not is_int(value) or value < low:
-                fail(name, f"an int >= {low}")
+            if not is_int(value):
+                fail(name, "an int")
+            if value < low:
+                fail(name, f">= {low}")
             object.__setattr__(self, name, int(value))
         if not (is_real(self.learning_rate) and math.isfinite(self.learning_rate)):
             fail("learning_rate", "a finite number > 0")
