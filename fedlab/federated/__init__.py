@@ -15,7 +15,7 @@ from fedlab.federated.config import FederationConfig
 from fedlab.federated.federation import ClientOutcome, Federation
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer, RecordingObserver
-from fedlab.federated.runtime_base import ClientFailure, ClientRuntime
+from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
 from fedlab.federated.selection import (
     AdaptiveEpochs,
     ClientProfile,
@@ -75,6 +75,7 @@ __all__ = [
     "PoissonSampler",
     "RecordingObserver",
     "RoundResult",
+    "RunNote",
     "StageContext",
     "UniformSampler",
     "UnsupportedModel",

@@ -24,7 +24,7 @@ from fedlab.federated.checkpoint import (
 from fedlab.federated.config import FederationConfig
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer
-from fedlab.federated.runtime_base import ClientFailure, ClientRuntime
+from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
 from fedlab.federated.selection import (
     ClientProfile,
     EpochPolicy,
@@ -454,6 +454,7 @@ class Federation:
             bytes_down=model_bytes * len(selected),
             sim_time_s=float(sim_time),
             wall_time_s=time.perf_counter() - start,
+            runtime=_describe_runtime(self.runtime) if jobs else "",
         )
         # Commit: every change of state happens here, after all the work succeeded.
         self._weights = weights
@@ -489,3 +490,9 @@ class Federation:
             self.data.test.y,
             batch_size=self.config.eval_batch_size,
         )
+
+
+def _describe_runtime(runtime: ClientRuntime) -> str:
+    """What trained the last call: the runtime's :class:`RunNote`, else its class name."""
+    note = getattr(runtime, "last_run", None)
+    return note.describe() if isinstance(note, RunNote) else type(runtime).__name__

@@ -10,7 +10,8 @@ import numpy as np
 from fedlab._tf import keras, tf
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.batching import batch_schedule
-from fedlab.federated.runtime_base import ClientFailure, ClientRuntime
+from fedlab.federated.client_optimizer import ADAM
+from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
 from fedlab.federated.types import ClientPlan, ClientUpdate, Weights
 
 __all__ = ["ClientFailure", "ClientRuntime", "KerasRuntime"]
@@ -58,6 +59,7 @@ class KerasRuntime:
             for kind in ("sgd", "momentum", "adam")
         }
         self._eval = tf.function(self._eval_batch, input_signature=spec)
+        self.last_run = RunNote("reference")
 
     # -- compiled pieces ---------------------------------------------------------------
     def _make_step(self, kind: str) -> Callable[[tf.Tensor, tf.Tensor], tf.Tensor]:
@@ -86,14 +88,14 @@ class KerasRuntime:
                 for w, g, m in zip(train_vars, grads, self._m, strict=True):
                     m.assign(self._beta * m + g)
                     w.assign_sub(self._lr * m)
-            else:  # Adam (Kingma & Ba), bias-corrected, β1 = 0.9, β2 = 0.999, ε = 1e-7
+            else:  # Adam, bias-corrected, with the constants of client_optimizer.ADAM
                 self._t.assign_add(1.0)
-                c1 = 1.0 - tf.pow(0.9, self._t)
-                c2 = 1.0 - tf.pow(0.999, self._t)
+                c1 = 1.0 - tf.pow(ADAM.beta_1, self._t)
+                c2 = 1.0 - tf.pow(ADAM.beta_2, self._t)
                 for w, g, m, v in zip(train_vars, grads, self._m, self._v, strict=True):
-                    m.assign(0.9 * m + 0.1 * g)
-                    v.assign(0.999 * v + 0.001 * tf.square(g))
-                    w.assign_sub(self._lr * (m / c1) / (tf.sqrt(v / c2) + 1e-7))
+                    m.assign(ADAM.beta_1 * m + ADAM.one_minus_beta_1 * g)
+                    v.assign(ADAM.beta_2 * v + ADAM.one_minus_beta_2 * tf.square(g))
+                    w.assign_sub(self._lr * (m / c1) / (tf.sqrt(v / c2) + ADAM.epsilon))
             return loss
 
         return step

@@ -11,7 +11,7 @@ import numpy as np
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.types import ClientPlan, ClientUpdate, Weights
 
-__all__ = ["ClientFailure", "ClientRuntime"]
+__all__ = ["ClientFailure", "ClientRuntime", "RunNote"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +20,30 @@ class ClientFailure:
 
     client_id: int
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RunNote:
+    """Which runtime trained the last :meth:`ClientRuntime.train_clients` call.
+
+    ``fallback_clients`` of them were retried on the reference runtime after the fast path
+    failed (``fallback_reason``), which cost ``fallback_seconds`` on top. A runtime that has
+    such a note exposes it as ``last_run``; the round engine records :meth:`describe`.
+    """
+
+    runtime: str
+    fallback_clients: int = 0
+    fallback_reason: str = ""
+    fallback_seconds: float = 0.0
+
+    def describe(self) -> str:
+        """``"vectorized"``, or with the fallback: what, why and what it cost."""
+        if not self.fallback_clients:
+            return self.runtime
+        return (
+            f"{self.runtime}; {self.fallback_clients} clients retried on reference "
+            f"(+{self.fallback_seconds:.1f} s): {self.fallback_reason}"
+        )
 
 
 @runtime_checkable

@@ -150,7 +150,8 @@ class RoundResult:
     ``failed`` raised during training and ``rejected`` were refused by the server —
     both with their reason. Accuracy and loss are on the central test set (NaN when the
     round was not evaluated). ``wall_time_s`` is the real time taken here; ``sim_time_s``
-    the simulated duration of the round on the devices.
+    the simulated duration of the round on the devices; ``runtime`` which client runtime
+    trained the round (and any fallback, with its reason and cost).
     """
 
     round_index: int
@@ -168,6 +169,7 @@ class RoundResult:
     bytes_down: int = 0
     sim_time_s: float = 0.0
     wall_time_s: float = 0.0
+    runtime: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready)."""
@@ -205,13 +207,16 @@ class RoundResult:
             stragglers=ids("stragglers"),
             failed=reasons("failed"),
             rejected=reasons("rejected"),
+            runtime=str(data.get("runtime", "")),
             **scalars,
         )
 
     def deterministic_view(self) -> dict[str, Any]:
-        """``to_dict()`` without the fields that depend on the host's speed."""
+        """``to_dict()`` without the fields that depend on the host (its speed, and which
+        runtime its TensorFlow could use)."""
         out = self.to_dict()
         out.pop("wall_time_s")
+        out.pop("runtime")
         return out
 
 

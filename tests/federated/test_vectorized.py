@@ -216,7 +216,10 @@ def test_federation_with_dropouts_matches_the_reference_runtime() -> None:
     assert sum(len(r.dropped) for r in vec) > 0
     for a, b in zip(vec, ref, strict=True):
         assert (a.selected, a.completed, a.dropped) == (b.selected, b.completed, b.dropped)
-        assert a.train_loss == pytest.approx(b.train_loss, rel=1e-4)
+        # Rounding compounds over rounds: the reference runtime itself moves by 1.3e-5 in
+        # round 1 and 9e-4 by round 4 between TensorFlow's two CPU kernel sets (oneDNN on
+        # and off, measured). A wrong update is off by far more than that.
+        assert a.train_loss == pytest.approx(b.train_loss, rel=3e-3)
         assert abs(a.test_accuracy - b.test_accuracy) <= 0.01
 
 

@@ -5,8 +5,11 @@ Two activation layouts keep every op a single fast kernel:
 
 * **conv layout** ``(B, *spatial, K·C)`` — clients are blocks of channels. A convolution
   with per-client filters is then one *grouped* convolution (filter ``(kh, kw, C, K·O)``:
-  group *k* reads channels ``[kC, (k+1)C)`` and writes ``[kO, (k+1)O)``), a depthwise
-  convolution is one depthwise convolution over ``K·C`` channels, and pooling is untouched.
+  group *k* reads channels ``[kC, (k+1)C)`` and writes ``[kO, (k+1)O)``) whose gradient
+  is built from forward grouped convolutions, so it trains on every CPU (TensorFlow's own
+  grouped-convolution gradient exists only in oneDNN: see
+  :mod:`~fedlab.federated.vectorized.grouped`); a depthwise convolution is one depthwise
+  convolution over ``K·C`` channels, and pooling is untouched.
 * **dense layout** ``(K, B, F)`` — a Dense layer is one batched matmul ``(K,B,I)·(K,I,O)``.
 
 ``Flatten`` and global pooling move from the first layout to the second. Every model
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fedlab._tf import keras, tf
+from fedlab.federated.vectorized.grouped import grouped_conv2d
 
 __all__ = ["Packing", "Program", "UnsupportedModel", "compile_program"]
 
@@ -80,14 +84,16 @@ class Packing:
         return tf.transpose(t, perm)
 
     def per_client(self, values: tf.Tensor) -> tf.Tensor:
-        """A ``(K,)`` vector shaped to broadcast against the packed weight."""
+        """Per-client values ``(..., K)`` shaped to broadcast against the packed weight,
+        ``(..., *broadcast shape)``: leading axes (e.g. one per local step) are kept."""
         rank = len(self.shape)
+        lead = tf.shape(values)[:-1]
         if self.axis is None:
-            return tf.reshape(values, tf.concat([[-1], tf.ones([rank], tf.int32)], 0))
-        repeated = tf.repeat(values, self.shape[self.axis])
+            return tf.reshape(values, tf.concat([lead, [-1], tf.ones([rank], tf.int32)], 0))
+        repeated = tf.repeat(values, self.shape[self.axis], axis=-1)
         shape = [1] * rank
         shape[self.axis] = -1
-        return tf.reshape(repeated, shape)
+        return tf.reshape(repeated, tf.concat([lead, shape], 0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +236,22 @@ def _conv(b: _Builder, layer: Any, layout: Layout) -> Layout:
     act = _activation(layer, layout)
     use_bias = layer.use_bias
 
+    channels, filters = layout.channels, int(layer.filters)
+
     def fn(
         h: tf.Tensor, w: Sequence[tf.Tensor], ctx: Ctx
     ) -> tuple[tf.Tensor, dict[int, tf.Tensor]]:
         f = w[0][None] if one_d else w[0]
-        out = tf.nn.conv2d(h, f, strides=[1, *strides, 1], padding=padding)
+        out = grouped_conv2d(
+            h,
+            f,
+            spatial=layout.spatial,
+            kernel_size=kernel,
+            strides=strides,
+            padding=padding,
+            channels=channels,
+            filters=filters,
+        )
         if use_bias:
             out = out + w[1]
         return act(out), {}
