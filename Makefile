@@ -23,7 +23,22 @@ QUIET := 2> >(grep -v --line-buffered -E 'Unable to register cu(DNN|FFT|BLAS) fa
 SYSTEM_PACKAGES := chromium shellcheck
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup system-deps run test lab bench lint format lock clean
+.PHONY: setup python-check system-deps run test test-portability lab bench lint format lock clean
+
+# TensorFlow 2.15 (and so tensorflow-privacy 0.9) has wheels for Python 3.9-3.11 only, and the
+# lock is made on 3.11: any other Python would end in a long pip resolution error.
+IS_PY311 := -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))'
+
+## Stop with one clear line when PYTHON is not a 3.11; rebuild a .venv made by another Python.
+python-check:
+	@if [ -z "$(PYTHON)" ] || ! "$(PYTHON)" $(IS_PY311) 2>/dev/null; then \
+	  echo "fedlab needs Python 3.11 (TensorFlow 2.15 has no wheels for newer ones): PYTHON='$(PYTHON)' is $$("$(PYTHON)" --version 2>&1 || echo 'not found'); install python3.11 and run 'make PYTHON=/path/to/python3.11 $(or $(MAKECMDGOALS),setup)'" >&2; \
+	  exit 1; \
+	fi
+	@if [ -e $(BIN)/python ] && ! $(BIN)/python $(IS_PY311) 2>/dev/null; then \
+	  echo "$(VENV) was made by $$($(BIN)/python --version 2>&1 || echo 'a Python that is gone'); rebuilding it with $(PYTHON)"; \
+	  rm -rf $(VENV); \
+	fi
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,7 +46,9 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip check
 	@touch $@
 
-setup: $(STAMP)
+# A sub-make, so that a .venv python-check just removed is seen as missing.
+setup: python-check
+	@$(MAKE) --no-print-directory $(STAMP)
 
 ## Install the missing Debian packages of SYSTEM_PACKAGES (apt-get update first).
 system-deps:
@@ -48,9 +65,16 @@ system-deps:
 run: setup
 	$(BIN)/python -m fedlab.runbook --out build $(QUIET)
 
-## The tests (unit tests + every notebook under papermill in SMOKE mode).
+## The tests (unit tests + every notebook under papermill in SMOKE mode), then the
+## portability tests again with oneDNN off (see test-portability).
 test: setup system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS) $(QUIET)
+	@$(MAKE) --no-print-directory test-portability
+
+## The tests marked `portability` with TensorFlow's oneDNN kernels forced off: the kernel set
+## of AVX2-only x86 and ARM CPUs, which a machine with AVX-512 VNNI/AMX would otherwise hide.
+test-portability: setup
+	TF_ENABLE_ONEDNN_OPTS=0 $(BIN)/python -m pytest $(PYTEST_ARGS) -m portability $(QUIET)
 
 ## JupyterLab on the notebooks.
 lab: setup

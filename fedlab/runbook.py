@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import html
 import json
+import re
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ class NotebookRun:
     output: Path
     results: dict[str, Any] = field(default_factory=dict)
     error: str = ""
+    notes: tuple[str, ...] = ()  # what the run said that a reader must not miss (fallbacks)
 
     @property
     def headline(self) -> str:
@@ -80,8 +82,11 @@ def execute_notebook(
     """Execute ``notebook`` into ``out_dir`` with papermill.
 
     The notebook receives ``SMOKE`` and ``RESULTS_PATH`` (``out_dir/<name>.results.json``)
-    plus ``parameters``. A cell error is captured in ``NotebookRun.error`` (the executed
-    notebook keeps the traceback), never hidden: ``ok`` is False.
+    plus ``parameters``. A cell error, a cell that runs longer than ``timeout_s`` or a kernel
+    that dies is captured in ``NotebookRun.error`` with the cell and the time (the executed
+    notebook keeps what ran), never hidden and never raised: ``ok`` is False, and the
+    caller goes on with the next notebook. Fallback warnings the cells printed become
+    ``NotebookRun.notes``.
     """
     import papermill as pm
 
@@ -108,9 +113,55 @@ def execute_notebook(
             )
         except pm.PapermillExecutionError as exc:
             error = f"cell {exc.exec_count}: {exc.ename}: {exc.evalue}"
+        except Exception as exc:  # a timeout or a dead kernel: record it, run the rest
+            where = _running_cell(executed)
+            error = f"{where}{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     seconds = time.perf_counter() - start
+    if error:
+        error = f"{error} (after {seconds:.0f} s)"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    return NotebookRun(src.stem, not error, seconds, executed, results, error)
+    return NotebookRun(
+        src.stem, not error, seconds, executed, results, error, _fallback_notes(executed)
+    )
+
+
+def _cells(executed: Path) -> list[Any]:
+    import nbformat
+
+    if not executed.is_file():
+        return []
+    try:
+        return list(nbformat.read(str(executed), as_version=4).cells)
+    except (OSError, ValueError):  # a half-written notebook: no cells to report from
+        return []
+
+
+def _running_cell(executed: Path) -> str:
+    """``"cell N: "`` for the cell papermill was executing when the run stopped."""
+    started = [
+        (i, c)
+        for i, c in enumerate(_cells(executed))
+        if c.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
+    if not started:
+        return ""
+    index, cell = started[-1]
+    return f"cell {cell.get('execution_count') or index + 1}: "
+
+
+def _fallback_notes(executed: Path) -> tuple[str, ...]:
+    """The distinct fallback warnings the notebook's cells printed (the fast runtime could
+    not train and the reference one did: correct, slower, and worth saying)."""
+    notes: list[str] = []
+    for cell in _cells(executed):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            for line in str(text).splitlines():
+                # "path:line: FallbackWarning: message" (not the source line printed after it)
+                found = re.search(r":\d+: FallbackWarning: (.+)", line)
+                if found and found.group(1).strip() not in notes:
+                    notes.append(found.group(1).strip())
+    return tuple(notes)
 
 
 def render_report(runs: Sequence[NotebookRun], report_dir: str | Path) -> Path:
@@ -127,6 +178,7 @@ def render_report(runs: Sequence[NotebookRun], report_dir: str | Path) -> Path:
             body, _ = exporter.from_filename(str(run.output))
             (report / page).write_text(body)
         status = "ok" if run.ok else f"FAILED — {html.escape(run.error)}"
+        status += "".join(f"<br>⚠ {html.escape(note)}" for note in run.notes)
         rows.append(
             f"<tr><td><a href='{page}'>{html.escape(run.name)}</a></td><td>{status}</td>"
             f"<td>{run.seconds:.1f} s</td><td>{html.escape(run.headline)}</td></tr>"
@@ -153,6 +205,8 @@ def summary_table(runs: Sequence[NotebookRun]) -> str:
         lines.append(f"{run.name:<{width}}  {status:<6}  {run.seconds:7.1f}s  {run.headline}")
         if run.error:
             lines.append(f"{'':<{width}}  └ {run.error}")
+        for note in run.notes:
+            lines.append(f"{'':<{width}}  ⚠ {note}")
     return "\n".join(lines)
 
 
@@ -164,9 +218,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only", nargs="*", default=None, help="notebook names to run (default all)"
     )
+    parser.add_argument(
+        "--notebooks", default=str(ROOT / "notebooks"), help="folder of NN_*.ipynb notebooks"
+    )
+    parser.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=3600,
+        help="seconds one cell may run before its notebook is recorded as failed (default 3600)",
+    )
     args = parser.parse_args(argv)
+    if args.cell_timeout < 1:
+        parser.error(f"--cell-timeout must be >= 1, got {args.cell_timeout}")
     out = Path(args.out)
-    notebooks = discover_notebooks()
+    notebooks = discover_notebooks(args.notebooks)
     if args.only:
         notebooks = [n for n in notebooks if n.stem in args.only or n.name in args.only]
         if not notebooks:
@@ -174,7 +239,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = []
     for notebook in notebooks:
         print(f"running {notebook.name} ({'smoke' if args.smoke else 'full'}) …", flush=True)
-        runs.append(execute_notebook(notebook, out / "notebooks", smoke=args.smoke))
+        run = execute_notebook(
+            notebook, out / "notebooks", smoke=args.smoke, timeout_s=args.cell_timeout
+        )
+        runs.append(run)
+        if not run.ok:
+            print(f"  FAILED: {run.error}", flush=True)
     index = render_report(runs, out / "report")
     print()
     print(summary_table(runs))

@@ -64,3 +64,34 @@ def test_kernel_talks_over_private_unix_sockets(tmp_path: Path, capfd) -> None:
     assert run.results["transport"] == "ipc"
     assert not Path(run.results["socket_dir"]).exists()  # removed with the run
     assert "without encryption" not in capfd.readouterr().err
+
+
+def test_a_timed_out_notebook_is_reported_and_the_rest_still_run(tmp_path: Path, capsys) -> None:
+    """A cell over the timeout is a failed notebook with its cell, error and time; the next
+    notebook runs, the report is written, and the exit status says something failed."""
+    from fedlab.runbook import main
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_slow.ipynb", "import time\ntime.sleep(60)")
+    write_notebook(
+        folder / "02_after.ipynb",
+        # fedlab.federated.FallbackWarning without importing TensorFlow in a 3 s budget
+        "import warnings\nclass FallbackWarning(UserWarning): pass\n"
+        "from fedlab.notebook import Recorder\n"
+        "warnings.warn('fedlab: 3 clients retried on the reference runtime', FallbackWarning)\n"
+        "Recorder(RESULTS_PATH).headline('after', 1.0)",
+    )
+    out = tmp_path / "build"
+    code = main(["--smoke", "--notebooks", str(folder), "--out", str(out), "--cell-timeout", "3"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    index = (out / "report" / "index.html").read_text()
+    assert "01_slow" in index and "02_after" in index
+    assert "FAILED" in index and "CellTimeoutError" in index
+    assert "cell 3:" in index  # after papermill's injected-parameters cell and ours
+    assert (out / "report" / "02_after.html").is_file()
+    assert "after = 1" in index  # the notebook after the failure ran and recorded
+    assert "3 clients retried on the reference runtime" in index  # the fallback is loud
+    assert "CellTimeoutError" in printed and "⚠ fedlab: 3 clients retried" in printed
+    assert index.count("⚠") == 1  # said once

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.portability
 
 from fedlab.federated.vectorized.grouped import grouped_conv2d, same_padding  # noqa: E402
 

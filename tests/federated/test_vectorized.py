@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
+pytestmark = pytest.mark.portability
 
 from fedlab._tf import keras  # noqa: E402
 from fedlab.data import ClientData, federated_digits, federated_sensors  # noqa: E402
