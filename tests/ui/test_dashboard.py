@@ -195,13 +195,15 @@ def test_dp_spends_epsilon_and_is_locked_after_round_one(dash) -> None:
 
 def test_an_epsilon_budget_stops_the_run_with_a_clear_message(dash) -> None:
     dash.dp.value = True
-    dash.noise_multiplier.value = 0.5
+    # z = 1 fits 3 rounds in ε = 10 (replace-one accounting, z/2); z = 0.5 fits none.
+    dash.noise_multiplier.value = 1.0
     dash.epsilon_budget.value = 10.0
     dash.start_button.click()
     assert dash.runner.wait(TIMEOUT)
     assert dash.runner.state == "error"
     assert "BudgetExceeded" in dash.error_box.value
     assert dash.tracker is not None and dash.tracker.epsilons[-1][1] <= 10.0
+    assert dash.federation.rounds_done == len(dash.tracker.epsilons) == 3
 
 
 def test_the_dashboard_does_not_change_training(small_digits, digits_runtime, tmp_path) -> None:
