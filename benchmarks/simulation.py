@@ -10,6 +10,9 @@ seconds per round over ≥ 5 rounds after a warm-up round:
 (c) vectorised — fedlab's VectorizedRuntime (all clients in one compiled graph)
 (d) floor   — one Keras ``fit`` epoch over the union of the clients' data, same batch size
 
+Everything is measured twice, with TensorFlow's oneDNN kernels off (TF_ENABLE_ONEDNN_OPTS=0:
+what AVX2-only x86 and ARM CPUs run) and on (the default on AVX-512 VNNI/AMX CPUs).
+
 Then a scaling sweep of (c) on the synthetic sensor fleet (100 / 1,000 / 5,000 clients per
 round) and the quickstart's accuracy curve with either runtime. Writes
 ``build/bench/simulation.json``. Usage: ``python benchmarks/simulation.py [--quick]``.
@@ -79,6 +82,8 @@ def worker(method: str, rounds: int) -> dict[str, object]:
             for c in data.clients
         ]
 
+    if method.startswith("quickstart:"):
+        return quickstart_gap(int(method.split(":")[1]))
     if method.startswith("sweep:"):
         n = int(method.split(":")[1])
         data = federated_sensors(num_devices=n, test_devices=1, windows_per_device=20, seed=0)
@@ -159,13 +164,16 @@ def worker(method: str, rounds: int) -> dict[str, object]:
 
 
 def quickstart_gap(rounds: int) -> dict[str, object]:
+    """The quickstart notebook's workload (10 of 100 clients per round, 5 local epochs,
+    batch 10) with either runtime: the accuracy curves and the median wall time per round
+    (evaluation included; the first round, which traces the graphs, excluded)."""
     import numpy as np
 
     from fedlab.data import federated_digits
     from fedlab.federated import build_federation
 
     data = federated_digits(num_clients=100, alpha=0.5, seed=0)
-    curves, seconds = {}, {}
+    curves, per_round = {}, {}
     for kind in ("vectorized", "reference"):
         fed = build_federation(
             data,
@@ -177,25 +185,112 @@ def quickstart_gap(rounds: int) -> dict[str, object]:
             client_lr=0.1,
             seed=0,
         )
-        start = time.perf_counter()
-        curves[kind] = fed.run(rounds).series("test_accuracy")
-        seconds[kind] = time.perf_counter() - start
+        history = fed.run(rounds)
+        curves[kind] = history.series("test_accuracy")
+        per_round[kind] = float(np.median([r.wall_time_s for r in history][1:]))
     gap = np.abs(curves["vectorized"] - curves["reference"])
     return {
         "rounds": rounds,
         "max_accuracy_gap": float(gap.max()),
         "final_accuracy": {k: float(v[-1]) for k, v in curves.items()},
-        "seconds": seconds,
-        "speedup": seconds["reference"] / seconds["vectorized"],
+        "median_seconds_per_round": per_round,
+        "speedup": per_round["reference"] / per_round["vectorized"],
     }
 
 
-def run_worker(method: str, rounds: int) -> dict[str, object]:
+def run_worker(method: str, rounds: int, onednn: str) -> dict[str, object]:
+    """Run one measurement in a fresh process with ``TF_ENABLE_ONEDNN_OPTS=onednn`` (it is
+    read once, when TensorFlow is imported)."""
     cmd = [sys.executable, __file__, "--worker", method, "--rounds", str(rounds)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"worker {method} failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"worker {method} (oneDNN={onednn}) failed:\n{done.stderr[-3000:]}")
+    if "FallbackWarning" in done.stderr:
+        raise RuntimeError(f"worker {method} (oneDNN={onednn}) fell back:\n{done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+SETTINGS = {"0": "oneDNN off (AVX2-only x86, ARM)", "1": "oneDNN on (AVX-512 VNNI/AMX default)"}
+LABELS = {
+    "naive": "(a) naive Keras fit loop",
+    "reference": "(b) fedlab reference runtime",
+    "vectorized": "(c) fedlab vectorised trainer",
+    "floor": "(d) floor: one fit epoch on union",
+}
+
+
+def measure(onednn: str, quick: bool, rounds: int) -> dict[str, object]:
+    """Every measurement of this benchmark under one oneDNN setting."""
+    results: dict[str, dict[str, object]] = {}
+    for method in LABELS:
+        print(f"[oneDNN={onednn}] measuring {LABELS[method]} …", flush=True)
+        results[method] = run_worker(method, rounds, onednn)
+    sec = {m: float(results[m]["seconds_per_round"]) for m in results}  # type: ignore[arg-type]
+    ratios = {
+        "naive_over_vectorized": sec["naive"] / sec["vectorized"],
+        "reference_over_vectorized": sec["reference"] / sec["vectorized"],
+        "vectorized_over_floor": sec["vectorized"] / sec["floor"],
+    }
+    sweep = []
+    for n in (100, 1000) if quick else (100, 1000, 5000):
+        print(f"[oneDNN={onednn}] sweep: {n} clients per round …", flush=True)
+        sweep.append(run_worker(f"sweep:{n}", 5, onednn))
+    print(f"[oneDNN={onednn}] quickstart workload with either runtime …", flush=True)
+    gap = run_worker(f"quickstart:{20 if quick else 50}", 0, onednn)
+    return {
+        "results": results,
+        "seconds": sec,
+        "ratios": ratios,
+        "sweep": sweep,
+        "quickstart": gap,
+    }
+
+
+def report(onednn: str, m: dict[str, object], rounds: int) -> None:
+    """Print one setting's tables and ratios."""
+    results, sec, ratios = m["results"], m["seconds"], m["ratios"]  # type: ignore[index]
+    gap = m["quickstart"]
+    threads = results["vectorized"]  # type: ignore[index]
+    print()
+    print(f"== {SETTINGS[onednn]} (TF_ENABLE_ONEDNN_OPTS={onednn})")
+    print(
+        "digits, Dirichlet 0.5, 100 clients/round, 1 epoch, batch 16, digits CNN "
+        f"(median of {rounds} rounds after a warm-up)"
+    )
+    print(
+        f"threads: intra-op {threads['intra_op_threads']} (0 = all cores), "
+        f"inter-op {threads['inter_op_threads']}, cores {threads['cpu_count']}"
+    )
+    print(f"{'method':<38} {'s/round':>9} {'peak RSS MB':>12} {'RSS growth MB':>14}")
+    for method, r in results.items():  # type: ignore[attr-defined]
+        print(
+            f"{LABELS[method]:<38} {sec[method]:9.3f} {float(r['peak_rss_mb']):12.0f} "
+            f"{float(r['rss_growth_mb']):14.1f}"
+        )
+    print(f"a/c = {ratios['naive_over_vectorized']:.1f}x   (target >= 30)")
+    print(f"b/c = {ratios['reference_over_vectorized']:.1f}x")
+    print(f"c/d = {ratios['vectorized_over_floor']:.2f}    (target <= 1.0)")
+    print("scaling sweep, synthetic sensor fleet, sensor 1-D CNN, vectorised")
+    print(
+        f"{'clients':>8} {'examples':>9} {'s/round':>9} {'ms/client':>10} {'calls':>6} "
+        f"{'peak RSS MB':>12} {'data MB':>8} {'updates MB':>11} {'rest MB':>8}"
+    )
+    for row in m["sweep"]:  # type: ignore[attr-defined]
+        print(
+            f"{row['clients']:>8} {row['examples']:>9} {float(row['seconds_per_round']):9.3f} "
+            f"{float(row['ms_per_client']):10.3f} {float(row['calls_per_round']):6.0f} "
+            f"{float(row['peak_rss_mb']):12.0f} {float(row['data_mb']):8.0f} "
+            f"{float(row['updates_mb']):11.0f} "
+            f"{float(row['peak_rss_minus_data_and_updates_mb']):8.0f}"
+        )
+    per_client = [float(r["ms_per_client"]) for r in m["sweep"]]  # type: ignore[attr-defined]
+    print(f"per-client cost, max/min across the sweep = {max(per_client) / min(per_client):.2f}")
+    print(
+        f"quickstart workload (10 clients/round, 5 epochs, batch 10; {gap['rounds']} rounds, "  # type: ignore[index]
+        f"evaluation included): reference / vectorised wall time = {gap['speedup']:.2f}x "  # type: ignore[index]
+        f"(target >= 2); max |accuracy gap| {gap['max_accuracy_gap']:.4f}"  # type: ignore[index]
+    )
 
 
 def main() -> int:
@@ -207,100 +302,35 @@ def main() -> int:
     if args.worker:
         print(json.dumps(worker(args.worker, args.rounds)))
         return 0
-
     rounds = 5
-    results: dict[str, dict[str, object]] = {}
-    labels = {
-        "naive": "(a) naive Keras fit loop",
-        "reference": "(b) fedlab reference runtime",
-        "vectorized": "(c) fedlab vectorised trainer",
-        "floor": "(d) floor: one fit epoch on union",
-    }
-    for method in ("naive", "reference", "vectorized", "floor"):
-        print(f"measuring {labels[method]} …", flush=True)
-        results[method] = run_worker(method, rounds if method != "naive" or not args.quick else 5)
-    sec = {m: float(results[m]["seconds_per_round"]) for m in results}  # type: ignore[arg-type]
-    ratios = {
-        "naive_over_vectorized": sec["naive"] / sec["vectorized"],
-        "reference_over_vectorized": sec["reference"] / sec["vectorized"],
-        "vectorized_over_floor": sec["vectorized"] / sec["floor"],
-    }
-    sizes = (100, 1000) if args.quick else (100, 1000, 5000)
-    sweep = []
-    for n in sizes:
-        print(f"sweep: {n} clients per round …", flush=True)
-        sweep.append(run_worker(f"sweep:{n}", 5))
-    per_client = [float(s["ms_per_client"]) for s in sweep]  # type: ignore[arg-type]
-    print("quickstart accuracy curves with either runtime …", flush=True)
-    gap = quickstart_gap(20 if args.quick else 50)
-
-    threads = results["vectorized"]
-    print()
-    print(
-        "digits, Dirichlet 0.5, 100 clients/round, 1 epoch, batch 16, digits CNN "
-        f"(median of {rounds} rounds after a warm-up)"
-    )
-    print(
-        f"threads: intra-op {threads['intra_op_threads']} (0 = all cores), "
-        f"inter-op {threads['inter_op_threads']}, cores {threads['cpu_count']}"
-    )
-    print(f"{'method':<38} {'s/round':>9} {'peak RSS MB':>12} {'RSS growth MB':>14}")
-    for method in results:
-        r = results[method]
-        print(
-            f"{labels[method]:<38} {sec[method]:9.3f} {float(r['peak_rss_mb']):12.0f} "  # type: ignore[arg-type]
-            f"{float(r['rss_growth_mb']):14.1f}"
-        )  # type: ignore[arg-type]
-    print(f"a/c = {ratios['naive_over_vectorized']:.1f}x   (target >= 30)")
-    print(f"b/c = {ratios['reference_over_vectorized']:.1f}x")
-    print(f"c/d = {ratios['vectorized_over_floor']:.2f}    (target <= 1.0)")
-    print()
-    print("scaling sweep, synthetic sensor fleet, sensor 1-D CNN, vectorised")
-    print(
-        f"{'clients':>8} {'examples':>9} {'s/round':>9} {'ms/client':>10} {'calls':>6} "
-        f"{'peak RSS MB':>12} {'data MB':>8} {'updates MB':>11} {'rest MB':>8}"
-    )
-    for s in sweep:
-        print(
-            f"{s['clients']:>8} {s['examples']:>9} {float(s['seconds_per_round']):9.3f} "  # type: ignore[arg-type]
-            f"{float(s['ms_per_client']):10.3f} {float(s['calls_per_round']):6.0f} "  # type: ignore[arg-type]
-            f"{float(s['peak_rss_mb']):12.0f} {float(s['data_mb']):8.0f} "  # type: ignore[arg-type]
-            f"{float(s['updates_mb']):11.0f} {float(s['peak_rss_minus_data_and_updates_mb']):8.0f}"
-        )  # type: ignore[arg-type]
-    print(
-        "(data and the returned per-client updates grow with the cohort by design; the rest —\n"
-        " the trainer's working memory — is bounded by the chunk size)"
-    )
-    flat = max(per_client) / min(per_client)
-    print(f"per-client cost, max/min across the sweep = {flat:.2f}   (target <= 1.5)")
-    print()
-    print(
-        f"quickstart ({gap['rounds']} rounds): max |accuracy gap| vectorised vs reference = "
-        f"{gap['max_accuracy_gap']:.4f}; final {gap['final_accuracy']}; "
-        f"wall-time speedup {gap['speedup']:.1f}x"
-    )
-
+    measured = {onednn: measure(onednn, args.quick, rounds) for onednn in SETTINGS}
+    for onednn, m in measured.items():
+        report(onednn, m, rounds)
     out = ROOT / "build" / "bench" / "simulation.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps(
             {
                 "workload": "digits dirichlet0.5, 100 clients/round, 1 epoch, batch 16, digits_cnn",
-                "seconds_per_round": {
-                    "naive_keras_fit_loop": sec["naive"],
-                    "reference_runtime": sec["reference"],
-                    "vectorized_runtime": sec["vectorized"],
-                    "floor_fit_epoch_on_union": sec["floor"],
+                "settings": {
+                    f"TF_ENABLE_ONEDNN_OPTS={onednn}": {
+                        "description": SETTINGS[onednn],
+                        "seconds_per_round": {
+                            "naive_keras_fit_loop": m["seconds"]["naive"],  # type: ignore[index]
+                            "reference_runtime": m["seconds"]["reference"],  # type: ignore[index]
+                            "vectorized_runtime": m["seconds"]["vectorized"],  # type: ignore[index]
+                            "floor_fit_epoch_on_union": m["seconds"]["floor"],  # type: ignore[index]
+                        },
+                        "ratios": m["ratios"],
+                        "peak_rss_mb": {
+                            k: v["peak_rss_mb"]
+                            for k, v in m["results"].items()  # type: ignore[attr-defined]
+                        },
+                        "scaling_sweep": m["sweep"],
+                        "quickstart": m["quickstart"],
+                    }
+                    for onednn, m in measured.items()
                 },
-                "peak_rss_mb": {m: results[m]["peak_rss_mb"] for m in results},
-                "rss_growth_mb": {m: results[m]["rss_growth_mb"] for m in results},
-                "ratios": ratios,
-                "threads": {
-                    k: threads[k] for k in ("intra_op_threads", "inter_op_threads", "cpu_count")
-                },
-                "scaling_sweep": sweep,
-                "per_client_cost_max_over_min": flat,
-                "quickstart_equivalence": gap,
             },
             indent=1,
         )

@@ -513,21 +513,41 @@ class FederationDashboard(Observer):
         errors = {e.round_index: e for e in self.runner.errors[self._errors_before :]}
         for r in reversed(self.federation.history.rounds[-self.log_rows :]):
             acc = f"{r.test_accuracy:.3f}" if math.isfinite(r.test_accuracy) else "–"
+            # The runtime that trained the round; a fallback is flagged, its reason and cost
+            # in the cell's tooltip.
+            runtime, _, fallback = r.runtime.partition(";")
+            flag = ' style="color:#b45309"' if fallback else ""
+            runtime_cell = (
+                f'<td title="{html.escape(r.runtime)}"{flag}>'
+                f"{html.escape(runtime)}{' ⚠' if fallback else ''}</td>"
+            )
             rows.append(
                 f"<tr><td>{r.round_index + 1}</td><td>{len(r.selected)}</td>"
                 f"<td>{len(r.completed)}</td><td>{len(r.dropped)}</td>"
                 f"<td>{len(r.stragglers)}</td><td>{len(r.failed) + len(r.rejected)}</td>"
-                f"<td>{acc}</td><td>{r.bytes_up / 1e3:.1f}</td><td>{r.sim_time_s:.1f}</td></tr>"
+                f"<td>{acc}</td><td>{r.bytes_up / 1e3:.1f}</td><td>{r.sim_time_s:.1f}</td>"
+                f"{runtime_cell}</tr>"
             )
         for index, error in sorted(errors.items(), reverse=True)[: self.log_rows]:
             rows.insert(
                 0,
                 f'<tr style="color:#dc2626"><td>{index + 1}</td>'
-                f'<td colspan="8">failed: {html.escape(error.message)}</td></tr>',
+                f'<td colspan="9">failed: {html.escape(error.message)}</td></tr>',
             )
         head = "".join(
             f"<th>{h}</th>"
-            for h in ("round", "sel", "ok", "drop", "late", "bad", "acc", "kB up", "sim s")
+            for h in (
+                "round",
+                "sel",
+                "ok",
+                "drop",
+                "late",
+                "bad",
+                "acc",
+                "kB up",
+                "sim s",
+                "runtime",
+            )
         )
         return (
             '<table class="fl-log" style="font-size:12px;border-collapse:collapse">'

@@ -76,6 +76,20 @@ def test_plots_hold_one_point_per_completed_round(dash) -> None:
     np.testing.assert_allclose(dash.down_line.y, history.series("bytes_down") / 1e3)
     assert dash.progress.value == 3 and len(dash.epsilon_line.x) == 0
     assert dash.log.value.count("<tr>") == 1 + 3  # header + one row per round
+    # which runtime trained each round is in the log (the fixture uses the reference one)
+    assert [r.runtime for r in history] == ["reference"] * 3
+    assert dash.log.value.count('<td title="reference">reference</td>') == 3
+
+
+def test_round_log_flags_a_runtime_fallback_with_its_reason(dash) -> None:
+    dash.step_button.click()
+    assert dash.runner.wait(TIMEOUT)
+    fed = dash.federation
+    fallback = "vectorized; 3 clients retried on reference (+1.2 s): InvalidArgumentError: x"
+    rounds = fed.history.rounds
+    fed._history = History((*rounds[:-1], replace(rounds[-1], runtime=fallback)))
+    html = dash._log_html()
+    assert f'title="{fallback}"' in html and "vectorized ⚠" in html
 
 
 def test_client_grid_matches_the_round_result(small_digits, digits_runtime, tmp_path) -> None:
