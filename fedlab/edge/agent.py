@@ -165,7 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of device.json")
     parser.add_argument("--loop", action="store_true", help="keep polling for tasks")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
+    from fedlab.log import add_log_level_argument, configure_logging
+
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     try:
         config = DeviceConfig.load(args.config)
         agent = DeviceAgent(config)

@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    from fedlab.log import add_log_level_argument, configure_logging
+
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     if not Path(args.model).is_file():
         print(f"fedlab-bench: {args.model}: no such file", file=sys.stderr)
         return 2

@@ -208,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--config", help="device.json: judge for its mode, verify its kit")
     parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    from fedlab.log import add_log_level_argument, configure_logging
+
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     mode, fallback, extra = "litert", "refuse", []
     disk = "."
     if args.config:
