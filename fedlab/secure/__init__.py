@@ -1,0 +1,84 @@
+"""Secure aggregation and authenticated updates (device layer: numpy + cryptography only).
+
+* :mod:`~fedlab.secure.secagg` — SecAgg+ / SecAgg rounds: :class:`SecAggClient`,
+  :class:`SecAggServer`, messages, :class:`SecAggAborted`.
+* :mod:`~fedlab.secure.fixedpoint` — clipped updates (and ``num_examples``) in Z_(2^bits).
+* :mod:`~fedlab.secure.shamir`, :mod:`~fedlab.secure.prg`, :mod:`~fedlab.secure.graph` — the
+  primitives: Shamir over GF(2^521 - 1), ChaCha20 masks, the k-regular graph.
+* :mod:`~fedlab.secure.identity` — Ed25519 device keys, enrolment, signed updates, verifier.
+* :mod:`~fedlab.secure.seal` — sealing a payload to the aggregator (X25519 + ChaCha20-Poly1305).
+* :mod:`~fedlab.secure.dp` — where DP noise plugs in.
+* :mod:`~fedlab.secure.simulate` — the in-process driver.
+"""
+
+from __future__ import annotations
+
+from fedlab.secure.fixedpoint import FixedPoint, IntegerNoise
+from fedlab.secure.graph import neighbourhoods, plan_neighbours
+from fedlab.secure.identity import (
+    DeviceIdentity,
+    IdentityRegistry,
+    SignedUpdate,
+    UpdateHeader,
+    UpdateVerifier,
+    Verdict,
+)
+from fedlab.secure.seal import SealError, open_sealed, seal
+from fedlab.secure.secagg import (
+    ADVERTISE,
+    MASKED_INPUT,
+    SHARE,
+    STAGES,
+    UNMASK,
+    AdvertiseKeys,
+    KeyBroadcast,
+    MaskedInput,
+    RoundSetup,
+    SecAggAborted,
+    SecAggClient,
+    SecAggConfig,
+    SecAggResult,
+    SecAggServer,
+    ShareDelivery,
+    ShareKeys,
+    UnmaskRequest,
+    UnmaskResponse,
+)
+from fedlab.secure.simulate import RoundOutcome, plain_sum, run_round
+
+__all__ = [
+    "ADVERTISE",
+    "MASKED_INPUT",
+    "SHARE",
+    "STAGES",
+    "UNMASK",
+    "AdvertiseKeys",
+    "DeviceIdentity",
+    "FixedPoint",
+    "IdentityRegistry",
+    "IntegerNoise",
+    "KeyBroadcast",
+    "MaskedInput",
+    "RoundOutcome",
+    "RoundSetup",
+    "SealError",
+    "SecAggAborted",
+    "SecAggClient",
+    "SecAggConfig",
+    "SecAggResult",
+    "SecAggServer",
+    "ShareDelivery",
+    "ShareKeys",
+    "SignedUpdate",
+    "UnmaskRequest",
+    "UnmaskResponse",
+    "UpdateHeader",
+    "UpdateVerifier",
+    "Verdict",
+    "neighbourhoods",
+    "open_sealed",
+    "plain_sum",
+    "plan_neighbours",
+    "run_round",
+    "seal",
+]

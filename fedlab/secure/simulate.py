@@ -1,0 +1,185 @@
+"""Run one secure-aggregation round in process: the reference driver for tests, benchmarks
+and notebook 06 (a cohort-level server stage does the same with real transport).
+
+:func:`run_round` plays every client and the server through the four stages, dropping the
+clients named for each stage, and returns the server's result or its failure together with
+the bytes each side sent and the time each stage took.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedlab.secure.fixedpoint import FixedPoint, IntegerNoise
+from fedlab.secure.identity import DeviceIdentity, IdentityRegistry
+from fedlab.secure.secagg import (
+    ADVERTISE,
+    MASKED_INPUT,
+    SHARE,
+    STAGES,
+    UNMASK,
+    MaskedInput,
+    RoundSetup,
+    SecAggAborted,
+    SecAggClient,
+    SecAggResult,
+    SecAggServer,
+)
+
+__all__ = ["RoundOutcome", "plain_sum", "run_round"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundOutcome:
+    """What one in-process round produced.
+
+    Attributes
+    ----------
+    result : SecAggResult or None
+        The unmasked sum, or ``None`` if the round aborted.
+    failure : SecAggAborted or None
+        Why it aborted (stage and reason).
+    upload_bytes, download_bytes : dict
+        Client id -> payload bytes it sent / received over the whole round.
+    server_seconds : dict
+        Stage -> wall time of the server step.
+    client_seconds : dict
+        Stage -> mean wall time of one client's step.
+    masked : dict
+        Client id -> the masked vector the server received (only with ``keep_masked``).
+    client_refusals : list of (client id, stage, reason)
+        Clients that stopped on their own (a check failed on the client side).
+    server : SecAggServer
+        The server object (its ``dropped`` and ``refused`` say who was lost where).
+    """
+
+    result: SecAggResult | None
+    failure: SecAggAborted | None
+    upload_bytes: dict[int, int]
+    download_bytes: dict[int, int]
+    server_seconds: dict[str, float]
+    client_seconds: dict[str, float]
+    masked: dict[int, np.ndarray] = field(default_factory=dict)
+    client_refusals: list[tuple[int, str, str]] = field(default_factory=list)
+    server: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """True if the round produced a sum."""
+        return self.result is not None
+
+
+def plain_sum(
+    updates: Mapping[int, np.ndarray], num_examples: Mapping[int, int], codec: FixedPoint
+) -> tuple[np.ndarray, int]:
+    """The float64 sum secure aggregation must reproduce (same clipping and example cap)."""
+    total = np.zeros(next(iter(updates.values())).size, dtype=np.float64)
+    examples = 0
+    for c, x in updates.items():
+        n = min(int(num_examples[c]), codec.max_examples)
+        w = n if codec.weighted else 1
+        total += w * np.clip(np.asarray(x, dtype=np.float64).ravel(), -codec.clip, codec.clip)
+        examples += n
+    return total, examples
+
+
+def run_round(
+    setup: RoundSetup,
+    updates: Mapping[int, np.ndarray],
+    num_examples: Mapping[int, int],
+    *,
+    drop: Mapping[str, Collection[int]] | None = None,
+    identities: Mapping[int, DeviceIdentity] | None = None,
+    registry: IdentityRegistry | None = None,
+    noise: IntegerNoise | None = None,
+    keep_masked: bool = False,
+) -> RoundOutcome:
+    """Play one round with every client of ``setup.cohort`` in this process.
+
+    Parameters
+    ----------
+    setup : RoundSetup
+        The round.
+    updates, num_examples : mapping
+        Each cohort client's update and example count.
+    drop : mapping, optional
+        Stage name (:data:`fedlab.secure.secagg.STAGES`) -> clients that send nothing from
+        that stage on (e.g. ``{"masked_input": {3, 7}}``).
+    identities, registry : optional
+        Device keys that sign the advertised keys, and the server's registry that checks them.
+    noise : callable, optional
+        Client-side integer noise hook.
+    keep_masked : bool
+        Keep the masked vectors (to show what the server sees).
+    """
+    drop = {k: set(v) for k, v in (drop or {}).items()}
+    unknown = set(drop) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; stages are {STAGES}")
+    missing = set(setup.cohort) - set(updates)
+    if missing:
+        raise ValueError(f"no update for cohort clients {sorted(missing)}")
+    gone: set[int] = set()
+    up = {c: 0 for c in setup.cohort}
+    down = {c: 0 for c in setup.cohort}
+    server_s: dict[str, float] = {}
+    client_s: dict[str, float] = {}
+    refusals: list[tuple[int, str, str]] = []
+    server = SecAggServer(setup, registry=registry)
+    ids = identities or {}
+    clients = {c: SecAggClient(setup, c, identity=ids.get(c)) for c in setup.cohort}
+    masked: dict[int, np.ndarray] = {}
+
+    def play(stage: str, inbox: Mapping[int, Any], act: Any) -> list[Any]:
+        gone.update(drop.get(stage, ()))
+        out, spent = [], []
+        for c in sorted(inbox):
+            down[c] += inbox[c].nbytes if inbox[c] is not None else 0
+            if c in gone:
+                continue
+            t0 = time.perf_counter()
+            try:
+                msg = act(clients[c], inbox[c])
+            except SecAggAborted as exc:
+                refusals.append((c, stage, exc.reason))
+                gone.add(c)
+                continue
+            spent.append(time.perf_counter() - t0)
+            up[c] += msg.nbytes
+            out.append(msg)
+        client_s[stage] = float(np.mean(spent)) if spent else 0.0
+        return out
+
+    def serve(stage: str, fn: Any, msgs: list[Any]) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(msgs)
+        finally:
+            server_s[stage] = time.perf_counter() - t0
+
+    def masked_input(client: SecAggClient, delivery: Any) -> MaskedInput:
+        msg = client.masked_input(
+            delivery, updates[client.client_id], num_examples[client.client_id], noise=noise
+        )
+        if keep_masked:
+            masked[client.client_id] = msg.vector.copy()
+        return msg
+
+    result = failure = None
+    try:
+        msgs = play(ADVERTISE, dict.fromkeys(setup.cohort), lambda cl, _: cl.advertise_keys())
+        broadcasts = serve(ADVERTISE, server.receive_advertisements, msgs)
+        msgs = play(SHARE, broadcasts, lambda cl, b: cl.share_keys(b))
+        deliveries = serve(SHARE, server.receive_shares, msgs)
+        msgs = play(MASKED_INPUT, deliveries, masked_input)
+        requests = serve(MASKED_INPUT, server.receive_masked_inputs, msgs)
+        msgs = play(UNMASK, requests, lambda cl, r: cl.unmask(r))
+        result = serve(UNMASK, server.receive_unmask_responses, msgs)
+    except SecAggAborted as exc:
+        failure = exc
+    return RoundOutcome(result, failure, up, down, server_s, client_s, masked, refusals, server)
