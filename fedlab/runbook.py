@@ -1,7 +1,8 @@
 """Execute the notebook sequence with papermill, render HTML, and summarize.
 
-``python -m fedlab.runbook`` is ``make run``'s main job; the notebook tests call
-:func:`execute_notebook` with ``smoke=True``.
+``python -m fedlab.runbook`` (or ``fedlab-runbook``) is ``make run``'s main job; the notebook
+tests call :func:`execute_notebook` with ``smoke=True``. On a terminal, papermill's cell
+progress bar shows what each notebook is doing; in a log file or a pipe it stays quiet.
 """
 
 from __future__ import annotations
@@ -16,11 +17,29 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-__all__ = ["NotebookRun", "discover_notebooks", "execute_notebook", "main", "render_report"]
+from fedlab.log import add_log_level_argument, configure_logging, get_logger
+
+__all__ = [
+    "HEADLESS_PARAMETERS",
+    "NotebookRun",
+    "discover_notebooks",
+    "execute_notebook",
+    "main",
+    "render_report",
+    "wants_progress_bar",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
+_log = get_logger(__name__)
+
+# Parameters a notebook gets when it runs headless (papermill: `make run` and the tests),
+# under the caller's own. Notebook 03 waits for a learner's clicks by default; headless,
+# nobody clicks, so it presses its dashboard's buttons itself.
+HEADLESS_PARAMETERS: dict[str, dict[str, Any]] = {
+    "03_live_federated_rounds": {"AUTOPLAY": True},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +97,18 @@ def execute_notebook(
     smoke: bool,
     parameters: dict[str, Any] | None = None,
     timeout_s: int = 3600,
+    progress_bar: bool | TextIO = False,
 ) -> NotebookRun:
     """Execute ``notebook`` into ``out_dir`` with papermill.
 
-    The notebook receives ``SMOKE`` and ``RESULTS_PATH`` (``out_dir/<name>.results.json``)
-    plus ``parameters``. A cell error, a cell that runs longer than ``timeout_s`` or a kernel
-    that dies is captured in ``NotebookRun.error`` with the cell and the time (the executed
-    notebook keeps what ran), never hidden and never raised: ``ok`` is False, and the
-    caller goes on with the next notebook. Fallback warnings the cells printed become
-    ``NotebookRun.notes``.
+    The notebook receives ``SMOKE`` and ``RESULTS_PATH`` (``out_dir/<name>.results.json``),
+    its :data:`HEADLESS_PARAMETERS`, then ``parameters``. ``progress_bar`` is False (quiet),
+    True (papermill's cell bar on stderr) or a stream to draw the bar on.
+
+    A cell error, a cell that runs longer than ``timeout_s`` or a kernel that dies is
+    captured in ``NotebookRun.error`` with the cell and the time (the executed notebook keeps
+    what ran), never hidden and never raised: ``ok`` is False, and the caller goes on with
+    the next notebook. Fallback warnings the cells printed become ``NotebookRun.notes``.
     """
     import papermill as pm
 
@@ -96,7 +118,22 @@ def execute_notebook(
     executed = out / src.name
     results_path = out / f"{src.stem}.results.json"
     results_path.unlink(missing_ok=True)
-    params = {"SMOKE": smoke, "RESULTS_PATH": str(results_path.resolve()), **(parameters or {})}
+    params = {
+        "SMOKE": smoke,
+        "RESULTS_PATH": str(results_path.resolve()),
+        **HEADLESS_PARAMETERS.get(src.stem, {}),
+        **(parameters or {}),
+    }
+    bar: bool | dict[str, Any] = (
+        progress_bar
+        if isinstance(progress_bar, bool)
+        else {
+            "file": progress_bar,
+            "desc": src.stem,
+            "leave": False,
+        }
+    )
+    _log.info("executing %s (%s) with %s", src.name, "smoke" if smoke else "full", params)
     start = time.perf_counter()
     error = ""
     with tempfile.TemporaryDirectory(prefix="fedlab-kernel-") as sockets:
@@ -107,7 +144,7 @@ def execute_notebook(
                 parameters=params,
                 cwd=str(src.parent),
                 kernel_name="python3",
-                progress_bar=False,
+                progress_bar=bar,
                 execution_timeout=timeout_s,
                 kernel_manager_class=_ipc_kernel_manager(sockets),
             )
@@ -119,6 +156,9 @@ def execute_notebook(
     seconds = time.perf_counter() - start
     if error:
         error = f"{error} (after {seconds:.0f} s)"
+        _log.info("%s failed: %s", src.name, error)
+    else:
+        _log.info("%s finished in %.1f s", src.name, seconds)
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     return NotebookRun(
         src.stem, not error, seconds, executed, results, error, _fallback_notes(executed)
@@ -210,9 +250,18 @@ def summary_table(runs: Sequence[NotebookRun]) -> str:
     return "\n".join(lines)
 
 
+def wants_progress_bar(stream: TextIO) -> bool:
+    """True when ``stream`` is an interactive terminal (not a pipe, file or CI log)."""
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty()) if callable(isatty) else False
+    except (OSError, ValueError):  # a closed or detached stream
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: execute the sequence, render the report, print the summary."""
-    parser = argparse.ArgumentParser(prog="python -m fedlab.runbook", description=__doc__)
+    parser = argparse.ArgumentParser(prog="fedlab-runbook", description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny, fast runs (as CI does)")
     parser.add_argument("--out", default=str(ROOT / "build"), help="output folder (default build/)")
     parser.add_argument(
@@ -227,7 +276,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=3600,
         help="seconds one cell may run before its notebook is recorded as failed (default 3600)",
     )
+    parser.add_argument(
+        "--progress",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="papermill's cell progress bar: auto shows it when stdout is a terminal",
+    )
+    add_log_level_argument(parser)
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     if args.cell_timeout < 1:
         parser.error(f"--cell-timeout must be >= 1, got {args.cell_timeout}")
     out = Path(args.out)
@@ -236,11 +293,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         notebooks = [n for n in notebooks if n.stem in args.only or n.name in args.only]
         if not notebooks:
             parser.error(f"no notebook matches {args.only}")
+    show = args.progress == "on" or (args.progress == "auto" and wants_progress_bar(sys.stdout))
+    # The bar goes to stdout, the terminal: `make run` filters stderr line by line, which
+    # would hold back a bar that redraws with carriage returns until the notebook ends.
+    progress: bool | TextIO = sys.stdout if show else False
     runs = []
     for notebook in notebooks:
         print(f"running {notebook.name} ({'smoke' if args.smoke else 'full'}) …", flush=True)
         run = execute_notebook(
-            notebook, out / "notebooks", smoke=args.smoke, timeout_s=args.cell_timeout
+            notebook,
+            out / "notebooks",
+            smoke=args.smoke,
+            timeout_s=args.cell_timeout,
+            progress_bar=progress,
         )
         runs.append(run)
         if not run.ok:

@@ -95,3 +95,73 @@ def test_a_timed_out_notebook_is_reported_and_the_rest_still_run(tmp_path: Path,
     assert "3 clients retried on the reference runtime" in index  # the fallback is loud
     assert "CellTimeoutError" in printed and "⚠ fedlab: 3 clients retried" in printed
     assert index.count("⚠") == 1  # said once
+
+
+def test_headless_parameters_press_notebook_03s_buttons(tmp_path: Path) -> None:
+    """Notebook 03 waits for clicks by default; run headless, it autoplays (and a caller's
+    own parameters still win)."""
+    from fedlab.runbook import HEADLESS_PARAMETERS
+
+    assert HEADLESS_PARAMETERS["03_live_federated_rounds"] == {"AUTOPLAY": True}
+    body = (
+        "from fedlab.notebook import Recorder\nRecorder(RESULTS_PATH).record('autoplay', AUTOPLAY)"
+    )
+    nb = write_notebook(tmp_path / "03_live_federated_rounds.ipynb", body)
+    source = nb.read_text().replace(
+        'RESULTS_PATH: str = \\"\\"', 'RESULTS_PATH: str = \\"\\"\\nAUTOPLAY: bool = False'
+    )
+    nb.write_text(source)
+    assert execute_notebook(nb, tmp_path / "a", smoke=True).results == {"autoplay": True}
+    chosen = execute_notebook(nb, tmp_path / "b", smoke=True, parameters={"AUTOPLAY": False})
+    assert chosen.results == {"autoplay": False}
+
+
+def test_cell_progress_bar_goes_to_the_stream_given(tmp_path: Path) -> None:
+    import io
+
+    nb = write_notebook(tmp_path / "01_bar.ipynb", "x = 1")
+    stream = io.StringIO()
+    run = execute_notebook(nb, tmp_path / "out", smoke=True, progress_bar=stream)
+    assert run.ok, run.error
+    assert "01_bar" in stream.getvalue() and "cell" in stream.getvalue()
+
+
+def test_progress_bar_only_on_a_terminal() -> None:
+    import io
+    import os
+
+    from fedlab.runbook import wants_progress_bar
+
+    leader, follower = os.openpty()
+    try:
+        with os.fdopen(follower, "w") as tty:
+            assert wants_progress_bar(tty) is True
+    finally:
+        os.close(leader)
+    assert wants_progress_bar(io.StringIO()) is False
+    closed = io.StringIO()
+    closed.close()
+    assert wants_progress_bar(closed) is False
+
+
+def test_main_draws_no_bar_into_a_pipe_and_takes_a_log_level(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import logging
+
+    from fedlab.runbook import main
+
+    fedlab_logger = logging.getLogger("fedlab")  # main configures it: undo that afterwards
+    monkeypatch.setattr(fedlab_logger, "handlers", list(fedlab_logger.handlers))
+    monkeypatch.setattr(fedlab_logger, "level", fedlab_logger.level)
+    monkeypatch.setattr(fedlab_logger, "propagate", fedlab_logger.propagate)
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    write_notebook(folder / "01_one.ipynb", "x = 1")
+    code = main(["--smoke", "--notebooks", str(folder), "--out", str(tmp_path / "b"),
+                 "--log-level", "info"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "Executing" not in captured.out and "cell/s" not in captured.out  # not a TTY here
+    assert "INFO fedlab.runbook: executing 01_one.ipynb (smoke)" in captured.err
+    assert "01_one.ipynb finished in" in captured.err

@@ -217,3 +217,19 @@ def test_notebook_runs_in_smoke_mode_and_records_sane_results(nb: Path, executed
     assert run.results, f"{nb.name} recorded no results"
     assert "headline" in run.results and math.isfinite(run.results["headline"]["value"])
     CHECKS[nb.stem](run.results)
+
+
+def _parameters_source(nb: Path) -> str:
+    cell = next(
+        c for c in load(nb)["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])
+    )
+    return "".join(cell["source"])
+
+
+def test_live_rounds_wait_for_a_learner_unless_run_headless() -> None:
+    """Run All in JupyterLab must not press the dashboard's buttons; papermill runs do."""
+    from fedlab.runbook import HEADLESS_PARAMETERS
+
+    nb = next(n for n in NOTEBOOKS if n.stem == "03_live_federated_rounds")
+    assert "AUTOPLAY: bool = False" in _parameters_source(nb)
+    assert HEADLESS_PARAMETERS[nb.stem]["AUTOPLAY"] is True
