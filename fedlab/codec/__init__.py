@@ -1,0 +1,71 @@
+"""Update compression and its wire format (numpy + the standard library only: it runs on
+devices without TensorFlow).
+
+Client side (device or simulator), with the state kept per client::
+
+    codec = ErrorFeedback(chain(TopK(0.01), QSGD(bits=4), Zlib()))
+    state = codec.init_state(seed=client_id)
+    payload, state = codec.encode(delta, state)       # len(payload) is the exact cost
+
+Server side::
+
+    try:
+        delta = codec.decode(payload, weight_shapes)  # or fedlab.codec.decode(...)
+    except CodecError as exc:
+        ...  # reject this update: exc says why
+
+Downlink: ``ModelDelta().encode(new_model, device_model)`` /
+``ModelDelta().decode(payload, device_model)``.
+"""
+
+from __future__ import annotations
+
+from fedlab.codec.base import (
+    Chain,
+    Codec,
+    CodecState,
+    EntropyCoder,
+    Float32,
+    Quantizer,
+    Sparsifier,
+    Stage,
+    chain,
+    decode,
+    from_config,
+)
+from fedlab.codec.delta import ModelDelta, model_digest
+from fedlab.codec.entropy import Lzma, Zlib
+from fedlab.codec.error_feedback import ErrorFeedback
+from fedlab.codec.errors import CodecError
+from fedlab.codec.qsgd import QSGD
+from fedlab.codec.randomk import RandomK
+from fedlab.codec.sign import Sign
+from fedlab.codec.ternary import Ternary
+from fedlab.codec.topk import TopK
+from fedlab.codec.wire import WIRE_VERSION
+
+__all__ = [
+    "QSGD",
+    "WIRE_VERSION",
+    "Chain",
+    "Codec",
+    "CodecError",
+    "CodecState",
+    "EntropyCoder",
+    "ErrorFeedback",
+    "Float32",
+    "Lzma",
+    "ModelDelta",
+    "Quantizer",
+    "RandomK",
+    "Sign",
+    "Sparsifier",
+    "Stage",
+    "Ternary",
+    "TopK",
+    "Zlib",
+    "chain",
+    "decode",
+    "from_config",
+    "model_digest",
+]

@@ -1,0 +1,462 @@
+"""The codec interface, per-client codec state, and the stage chain.
+
+A :class:`Codec` turns one update (a sequence of float arrays) into bytes and back::
+
+    payload, state = codec.encode(delta, state)       # client side, state kept per client
+    delta_hat = codec.decode(payload, shapes)         # server side, CodecError on garbage
+
+Codecs are frozen value objects that round-trip through plain dicts
+(:meth:`Codec.get_config` / :func:`from_config`). A chain is built from at most one
+*sparsifier* (which elements), at most one *quantizer* (how each value is written; float32
+when absent) and at most one *entropy coder* (zlib/lzma over the body), in that order:
+``chain(TopK(0.01), QSGD(bits=4), Zlib())``. :class:`~fedlab.codec.error_feedback.ErrorFeedback`
+wraps a whole codec. Any single stage is itself a codec (a chain of one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from fedlab.codec.errors import CodecError
+from fedlab.codec.wire import (
+    KIND_UPDATE,
+    Reader,
+    Shapes,
+    check_shapes,
+    config_bytes,
+    pack_container,
+    unpack_container,
+)
+
+__all__ = [
+    "Chain",
+    "Codec",
+    "CodecState",
+    "EntropyCoder",
+    "Quantizer",
+    "Sparsifier",
+    "Stage",
+    "chain",
+    "check_arrays",
+    "decode",
+    "from_config",
+    "register",
+]
+
+Arrays = tuple[np.ndarray, ...]
+_REGISTRY: dict[str, Callable[[Mapping[str, Any]], Codec]] = {}
+
+
+def register(name: str) -> Callable[[type], type]:
+    """Class decorator: make ``from_config({"name": name, ...})`` build this codec."""
+
+    def wrap(cls: type) -> type:
+        _REGISTRY[name] = cls.from_config  # type: ignore[attr-defined]
+        return cls
+
+    return wrap
+
+
+def _int(value: Any, name: str) -> int:
+    if not isinstance(value, int | np.integer) or isinstance(value, bool | np.bool_):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class CodecState:
+    """What one client's encoder carries from one update to the next.
+
+    An explicit value the caller keeps (on the device, or per client in the simulator):
+    ``encode`` never mutates it and returns the next one.
+
+    Attributes
+    ----------
+    seed : int
+        Seeds the encoder's randomness (stochastic rounding, random-k); give every client
+        its own (its id) so their rounding noise is independent.
+    step : int
+        How many updates were encoded from this state's lineage (the randomness of update
+        ``step`` is drawn from ``(seed, step)``: reproducible, never reused).
+    residual : tuple of arrays, optional
+        Error-feedback memory (what earlier updates failed to send), float32, read-only.
+    """
+
+    seed: int = 0
+    step: int = 0
+    residual: Arrays | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("seed", "step"):
+            value = _int(getattr(self, name), name)
+            if not 0 <= value < 2**63:
+                raise ValueError(f"{name} must be in [0, 2**63), got {value!r}")
+            object.__setattr__(self, name, value)
+        if self.residual is not None:
+            frozen = []
+            for r in self.residual:
+                a = np.array(r, dtype=np.float32)  # a private copy
+                a.setflags(write=False)
+                frozen.append(a)
+            object.__setattr__(self, "residual", tuple(frozen))
+
+    def rng(self) -> np.random.Generator:
+        """The generator of update ``step``."""
+        return np.random.default_rng([self.seed, self.step])
+
+    def advanced(self, residual: Arrays | None = None) -> CodecState:
+        """The state after one more update (with ``residual`` as the new memory)."""
+        return CodecState(seed=self.seed, step=self.step + 1, residual=residual)
+
+    def residual_norm(self) -> float:
+        """L2 norm of the error-feedback memory (0 without one)."""
+        if self.residual is None:
+            return 0.0
+        return math.sqrt(sum(float(np.dot(r.ravel(), r.ravel())) for r in self.residual))
+
+
+def check_arrays(arrays: Any) -> Arrays:
+    """``arrays`` as a tuple of finite float32 arrays (``TypeError``/``ValueError`` quoting
+    what was wrong; the input is never modified)."""
+    if isinstance(arrays, np.ndarray) or not isinstance(arrays, Sequence):
+        raise TypeError(f"an update must be a sequence of arrays, got {type(arrays).__name__}")
+    out = []
+    for i, a in enumerate(arrays):
+        arr = np.asarray(a)
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise TypeError(f"tensor {i} must hold real numbers, got dtype {arr.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = arr.astype(np.float32, copy=False)
+        if not np.all(np.isfinite(arr)):
+            bad = arr[~np.isfinite(arr)].ravel()[0]
+            raise ValueError(f"tensor {i} holds a non-finite value ({bad!r}) after float32")
+        out.append(arr)
+    check_shapes([a.shape for a in out])
+    return tuple(out)
+
+
+class Codec(ABC):
+    """Update compression: ``encode(arrays, state) -> (bytes, state)``, ``decode(bytes,
+    shapes) -> arrays``. Subclasses are frozen dataclasses registered by name."""
+
+    __slots__ = ()
+    name: ClassVar[str]
+
+    def init_state(self, *, seed: int = 0) -> CodecState:
+        """A fresh per-client state (give every client its own ``seed``)."""
+        return CodecState(seed=seed)
+
+    @abstractmethod
+    def encode(self, arrays: Sequence[np.ndarray], state: CodecState) -> tuple[bytes, CodecState]:
+        """Encode one update; returns the payload and the next state."""
+
+    @abstractmethod
+    def decode(self, payload: bytes, shapes: Sequence[Sequence[int]]) -> Arrays:
+        """Decode a payload into float32 arrays of ``shapes`` (``CodecError`` if malformed)."""
+
+    @abstractmethod
+    def size_bound(self, shapes: Sequence[Sequence[int]]) -> int:
+        """An upper bound on the bytes of any payload for ``shapes`` (before entropy
+        coding expands incompressible bodies by at most a few bytes per kilobyte)."""
+
+    @abstractmethod
+    def get_config(self) -> dict[str, Any]:
+        """Plain-dict config; :func:`from_config` rebuilds an equal codec."""
+
+    @classmethod
+    @abstractmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Codec:
+        """Rebuild from :meth:`get_config`."""
+
+    def roundtrip(
+        self, arrays: Sequence[np.ndarray], state: CodecState
+    ) -> tuple[Arrays, int, CodecState]:
+        """``decode(encode(arrays))``: what the server will see, the bytes it cost, the
+        next state (a convenience for simulators and benchmarks)."""
+        payload, new_state = self.encode(arrays, state)
+        return self.decode(payload, [np.shape(a) for a in arrays]), len(payload), new_state
+
+
+class Stage(Codec):
+    """One step of a chain; on its own it is a chain of one."""
+
+    __slots__ = ()
+    role: ClassVar[str]
+
+    def encode(self, arrays: Sequence[np.ndarray], state: CodecState) -> tuple[bytes, CodecState]:
+        return Chain((self,)).encode(arrays, state)
+
+    def decode(self, payload: bytes, shapes: Sequence[Sequence[int]]) -> Arrays:
+        return Chain((self,)).decode(payload, shapes)
+
+    def size_bound(self, shapes: Sequence[Sequence[int]]) -> int:
+        return Chain((self,)).size_bound(shapes)
+
+
+class Sparsifier(Stage):
+    """Chooses which elements of each tensor are sent."""
+
+    __slots__ = ()
+    role = "sparsifier"
+
+    def count(self, size: int) -> int:
+        """How many of ``size`` elements are sent (fixed by the config: never read)."""
+        raise NotImplementedError
+
+    @abstractmethod
+    def select(
+        self, flat: Sequence[np.ndarray], rng: np.random.Generator
+    ) -> tuple[bytes, list[np.ndarray]]:
+        """The index bytes and the chosen elements' indices, per tensor."""
+
+    @abstractmethod
+    def read(self, r: Reader, sizes: Sequence[int]) -> list[np.ndarray]:
+        """Read what :meth:`select` wrote: sorted indices per tensor."""
+
+    @abstractmethod
+    def index_bound(self, sizes: Sequence[int]) -> int:
+        """Upper bound on the index bytes."""
+
+    def rescale(self, size: int) -> float:
+        """Factor applied to decoded values (``size/k`` for unbiased random-k)."""
+        return 1.0
+
+
+class Quantizer(Stage):
+    """Writes each tensor's chosen values."""
+
+    __slots__ = ()
+    role = "quantizer"
+
+    @abstractmethod
+    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
+        """The bytes of every tensor's values."""
+
+    @abstractmethod
+    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
+        """Read ``counts[i]`` float32 values per tensor."""
+
+    @abstractmethod
+    def value_bound(self, counts: Sequence[int]) -> int:
+        """Exact bytes :meth:`write` produces for ``counts``."""
+
+
+class EntropyCoder(Stage):
+    """Lossless compression of the whole body."""
+
+    __slots__ = ()
+    role = "entropy"
+
+    @abstractmethod
+    def compress(self, body: bytes) -> bytes: ...
+
+    @abstractmethod
+    def decompress(self, data: bytes | memoryview, max_size: int) -> bytes:
+        """Inverse of :meth:`compress`; never produces (or allocates for) more than
+        ``max_size`` bytes: a bigger or unfinished stream is a ``CodecError``."""
+
+    def overhead(self, size: int) -> int:
+        """Worst-case expansion of an incompressible body of ``size`` bytes."""
+        return 64 + size // 64
+
+
+@register("float32")
+@dataclass(frozen=True, slots=True)
+class Float32(Quantizer):
+    """Values as raw little-endian float32 (the implicit quantizer of a chain)."""
+
+    name: ClassVar[str] = "float32"
+
+    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
+        return b"".join(v.astype("<f4").tobytes() for v in values)
+
+    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
+        return [r.array(c, "<f4", f"values of tensor {i}") for i, c in enumerate(counts)]
+
+    def value_bound(self, counts: Sequence[int]) -> int:
+        return 4 * sum(counts)
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Float32:
+        _expect_keys(config, cls.name, ())
+        return cls()
+
+
+def _expect_keys(config: Mapping[str, Any], name: str, keys: Sequence[str]) -> None:
+    if not isinstance(config, Mapping):
+        raise TypeError(f"a codec config must be a dict, got {config!r}")
+    if config.get("name") != name:
+        raise ValueError(f"config is not a {name!r} codec: {dict(config)!r}")
+    extra = set(config) - {"name", *keys}
+    if extra:
+        raise ValueError(f"unknown {name} config keys {sorted(extra)} in {dict(config)!r}")
+
+
+_ORDER = {"sparsifier": 0, "quantizer": 1, "entropy": 2}
+
+
+@register("chain")
+@dataclass(frozen=True, slots=True)
+class Chain(Codec):
+    """Sparsifier → quantizer → entropy coder (each optional), written as one payload."""
+
+    stages: tuple[Stage, ...] = ()
+    name: ClassVar[str] = "chain"
+    sparsifier: Sparsifier | None = field(init=False, repr=False, compare=False)
+    quantizer: Quantizer = field(init=False, repr=False, compare=False)
+    entropy: EntropyCoder | None = field(init=False, repr=False, compare=False)
+    wire_config: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stages = tuple(self.stages)
+        last = -1
+        for s in stages:
+            if not isinstance(s, Stage):
+                raise TypeError(
+                    f"a chain holds sparsifier, quantizer and entropy stages, got {s!r}"
+                    + (" (ErrorFeedback wraps a whole chain)" if isinstance(s, Codec) else "")
+                )
+            rank = _ORDER[s.role]
+            if rank <= last:
+                raise ValueError(
+                    "a chain is at most one sparsifier, then at most one quantizer, then at "
+                    f"most one entropy coder, got {[st.name for st in stages]}"
+                )
+            last = rank
+        object.__setattr__(self, "stages", stages)
+        by_role = {s.role: s for s in stages}
+        object.__setattr__(self, "sparsifier", by_role.get("sparsifier"))
+        object.__setattr__(self, "quantizer", by_role.get("quantizer", Float32()))
+        object.__setattr__(self, "entropy", by_role.get("entropy"))
+        object.__setattr__(self, "wire_config", config_bytes([s.get_config() for s in stages]))
+
+    # -- encoding ----------------------------------------------------------------------
+    def encode(self, arrays: Sequence[np.ndarray], state: CodecState) -> tuple[bytes, CodecState]:
+        if not isinstance(state, CodecState):
+            raise TypeError(f"state must be a CodecState, got {type(state).__name__}")
+        checked = check_arrays(arrays)
+        rng = state.rng()
+        flat = [a.reshape(-1) for a in checked]
+        body = b""
+        values = flat
+        if self.sparsifier is not None:
+            body, chosen = self.sparsifier.select(flat, rng)
+            values = [f[i] for f, i in zip(flat, chosen, strict=True)]
+        body += self.quantizer.write(values, rng)
+        if self.entropy is not None:
+            body = self.entropy.compress(body)
+        shapes = tuple(a.shape for a in checked)
+        return pack_container(KIND_UPDATE, self.wire_config, shapes, body), state.advanced(
+            state.residual
+        )
+
+    # -- decoding ----------------------------------------------------------------------
+    def _raw_bound(self, shapes: Shapes) -> int:
+        sizes = [math.prod(s) for s in shapes]
+        if self.sparsifier is None:
+            return self.quantizer.value_bound(sizes)
+        counts = [self.sparsifier.count(n) for n in sizes]
+        return self.sparsifier.index_bound(sizes) + self.quantizer.value_bound(counts)
+
+    def size_bound(self, shapes: Sequence[Sequence[int]]) -> int:
+        checked = check_shapes(shapes)
+        raw = self._raw_bound(checked)
+        if self.entropy is not None:
+            raw += self.entropy.overhead(raw)
+        header = pack_container(KIND_UPDATE, self.wire_config, checked, b"")
+        return len(header) + raw
+
+    def decode(self, payload: bytes, shapes: Sequence[Sequence[int]]) -> Arrays:
+        expected = check_shapes(shapes)
+        box = unpack_container(payload, kind=KIND_UPDATE, shapes=expected)
+        if box.config != self.wire_config:
+            raise CodecError(
+                f"payload was encoded with {box.config.decode(errors='replace')!r}, "
+                f"this decoder expects {self.wire_config.decode()!r}"
+            )
+        return self._decode_body(box.body, expected)
+
+    def _decode_body(self, body: bytes | memoryview, shapes: Shapes) -> Arrays:
+        if self.entropy is not None:
+            body = self.entropy.decompress(body, self._raw_bound(shapes))
+        r = Reader(body)
+        sizes = [math.prod(s) for s in shapes]
+        if self.sparsifier is None:
+            values = self.quantizer.read(r, sizes)
+            r.expect_end()
+            out = [v.astype(np.float32).reshape(s) for v, s in zip(values, shapes, strict=True)]
+        else:
+            idx = self.sparsifier.read(r, sizes)
+            values = self.quantizer.read(r, [len(i) for i in idx])
+            r.expect_end()
+            out = []
+            for n, s, i, v in zip(sizes, shapes, idx, values, strict=True):
+                dense = np.zeros(n, dtype=np.float32)
+                dense[i] = v * np.float32(self.sparsifier.rescale(n))
+                out.append(dense.reshape(s))
+        for k, a in enumerate(out):
+            if not np.all(np.isfinite(a)):
+                raise CodecError(f"tensor {k} decodes to non-finite values")
+        return tuple(out)
+
+    # -- config ------------------------------------------------------------------------
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "stages": [s.get_config() for s in self.stages]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Chain:
+        _expect_keys(config, cls.name, ("stages",))
+        stages = config.get("stages", [])
+        if not isinstance(stages, list | tuple):
+            raise TypeError(f"chain stages must be a list, got {stages!r}")
+        return cls(tuple(from_config(s) for s in stages))  # type: ignore[misc]
+
+
+def chain(*stages: Codec) -> Chain:
+    """``chain(TopK(0.01), QSGD(bits=4), Zlib())``: one codec from stages (nested chains
+    are flattened)."""
+    flat: list[Stage] = []
+    for s in stages:
+        if isinstance(s, Chain):
+            flat.extend(s.stages)
+        else:
+            flat.append(s)  # type: ignore[arg-type]  # Chain checks the type
+    return Chain(tuple(flat))
+
+
+def from_config(config: Mapping[str, Any]) -> Codec:
+    """Build any codec from its :meth:`Codec.get_config` dict (``ValueError``/``TypeError``
+    naming what is wrong)."""
+    if not isinstance(config, Mapping):
+        raise TypeError(f"a codec config must be a dict, got {config!r}")
+    name = config.get("name")
+    if not isinstance(name, str) or name not in _REGISTRY:
+        raise ValueError(f"unknown codec {name!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[name](config)
+
+
+def decode(payload: bytes, shapes: Sequence[Sequence[int]]) -> Arrays:
+    """Decode a payload with the codec its header names (a server that accepts whatever
+    codec its clients were told to use). Any malformed input is a ``CodecError``."""
+    expected = check_shapes(shapes)
+    box = unpack_container(payload, kind=KIND_UPDATE, shapes=expected)
+    try:
+        stages = json.loads(box.config)
+        if not isinstance(stages, list):
+            raise TypeError(f"stage list expected, got {stages!r}")
+        codec = Chain.from_config({"name": "chain", "stages": stages})
+    except (ValueError, TypeError, RecursionError, KeyError) as exc:
+        raise CodecError(f"payload names an invalid codec: {exc}") from None
+    if codec.wire_config != box.config:
+        raise CodecError("payload codec config is not in canonical form")
+    return codec._decode_body(box.body, expected)
