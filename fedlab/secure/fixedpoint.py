@@ -100,8 +100,12 @@ class FixedPoint:
 
     @property
     def levels(self) -> int:
-        """The largest encoded magnitude of one client's coordinate."""
-        return ((1 << (self.ring_bits - 1)) - 1) // self.max_clients - self.noise_bound
+        """The largest encoded magnitude of one client's coordinate.
+
+        At most 2^52, so float64 scaling stays exact in a 64-bit ring.
+        """
+        room = ((1 << (self.ring_bits - 1)) - 1) // self.max_clients - self.noise_bound
+        return min(room, 1 << 52)
 
     @property
     def scale(self) -> float:

@@ -690,13 +690,20 @@ class SecAggServer:
                 return alive
             alive -= weak
 
-    def _survive(self, stage: str, before: set[int], after: set[int]) -> None:
+    def _survive(self, stage: str, before: set[int], answered: set[int], after: set[int]) -> None:
         self.dropped[stage] = tuple(sorted(before - after))
         if len(after) < self.setup.min_survivors:
+            silent, pruned = sorted(before - answered), sorted(answered - after)
+            why = f"no answer or refused: {silent}"
+            if pruned:
+                why += (
+                    f"; then pruned for fewer than {self.setup.config.threshold} "
+                    f"live neighbours: {pruned}"
+                )
             self._abort(
                 stage,
                 f"{len(after)} clients left, at least {self.setup.min_survivors} needed "
-                f"(threshold {self.setup.config.threshold}); lost {sorted(before - after)}",
+                f"(threshold {self.setup.config.threshold}); {why}",
             )
 
     # stages
@@ -718,7 +725,7 @@ class SecAggServer:
                 seen |= {m.cipher_key, m.mask_key}
         before = set(self._r.alive)
         alive = self._prune(set(got), ADVERTISE)
-        self._survive(ADVERTISE, before, alive)
+        self._survive(ADVERTISE, before, set(got), alive)
         self._r.keys = {c: got[c] for c in alive}
         self._r.alive = alive
         self._stage = SHARE
@@ -750,7 +757,7 @@ class SecAggServer:
                 self._refuse(got, cid, SHARE, "malformed share ciphertexts")
         before = set(self._r.alive)
         alive = self._prune(set(got), SHARE)
-        self._survive(SHARE, before, alive)
+        self._survive(SHARE, before, set(got), alive)
         self._r.alive = self._r.shared = alive
         self._r.commitments = {c: got[c].commitment for c in alive}
         self._stage = MASKED_INPUT
@@ -781,7 +788,7 @@ class SecAggServer:
                 )
         before = set(self._r.alive)
         alive = set(got)
-        self._survive(MASKED_INPUT, before, alive)
+        self._survive(MASKED_INPUT, before, alive, alive)
         self._feasible(MASKED_INPUT, alive, alive)
         total = np.zeros(size, dtype=codec.dtype)
         for c in sorted(alive):
