@@ -43,6 +43,7 @@ from tensorflow_privacy.privacy.dp_query import (
     quantile_adaptive_clip_sum_query,
 )
 
+from fedlab.federated.reduce import CohortSum
 from fedlab.federated.strategies import StrategyState
 from fedlab.federated.strategies.fedavg import FedAvg
 from fedlab.federated.types import ClientUpdate, Weights
@@ -348,11 +349,77 @@ class DPFedAvg:
         result, new_global = _noised_in_private_graph(
             query, sample_state, global_state, self._noise_seed(round_index)
         )
+        return self._step_on_noised(weights, result, new_global, round_index, state)
+
+    def server_step(
+        self, weights: Weights, delta: Weights, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
+        """Refused: DP-FedAvg adds its noise while reducing, so an already-reduced delta
+        would skip it. Use :meth:`aggregate` (server-side clipping) or :meth:`aggregate_sum`
+        (client-side clipping)."""
+        raise TypeError(
+            "DPFedAvg adds noise while reducing the cohort: call aggregate(updates) or "
+            "aggregate_sum(cohort), not server_step(delta)"
+        )
+
+    def aggregate_sum(
+        self, weights: Weights, cohort: CohortSum, state: StrategyState
+    ) -> tuple[Weights, StrategyState]:
+        """The client-side clipping form: every client clipped its own update to
+        :meth:`current_clip` and the server only holds their unweighted sum (secure
+        aggregation gives exactly that). Gaussian noise of std ``z·C`` is added to the sum,
+        which is divided by ``expected_clients``: the same mechanism, and the same ledger
+        event, as :meth:`aggregate`. Clipping is then the clients' duty (the privacy
+        statement says so); the sum must weigh every client once (``weight == count``)."""
+        if self.adaptive:
+            raise ValueError(
+                "adaptive clipping needs each client's clipped/unclipped bit in the sum; "
+                "use fixed clipping (target_quantile=None) with aggregate_sum"
+            )
+        if cohort.weight != cohort.count:
+            raise ValueError(
+                f"DP-FedAvg counts clients equally: the cohort sum must have weight == count, "
+                f"got weight {cohort.weight!r} for {cohort.count} clients"
+            )
+        if len(cohort.total) != len(weights) or any(
+            np.shape(t) != np.shape(w) for t, w in zip(cohort.total, weights, strict=True)
+        ):
+            raise ValueError(
+                f"cohort sum shapes {[np.shape(t) for t in cohort.total]} do not fit the model "
+                f"{[np.shape(w) for w in weights]}"
+            )
+        limit = cohort.count * self.current_clip(state) * (1 + 1e-5)
+        norm = global_norm(cohort.total)
+        if not norm <= limit:
+            raise ValueError(
+                f"the sum of {cohort.count} clipped updates has norm {norm:.6g} > "
+                f"{cohort.count}·C = {limit:.6g}: some client did not clip"
+            )
+        query, _ = self._compiled(weights)
+        template = query.initial_global_state()
+        global_state = tf.nest.pack_sequence_as(
+            template, [tf.constant(v) for v in state["dp.query"]]
+        )
+        round_index = int(state["dp.round"][0])
+        sample_state = [np.asarray(t, np.float32) for t in cohort.total]
+        result, new_global = _noised_in_private_graph(
+            query, sample_state, global_state, self._noise_seed(round_index)
+        )
+        return self._step_on_noised(weights, result, new_global, round_index, state)
+
+    def _step_on_noised(
+        self,
+        weights: Weights,
+        result: Any,
+        new_global: Any,
+        round_index: int,
+        state: StrategyState,
+    ) -> tuple[Weights, StrategyState]:
+        """The inner strategy's server step on the noised average; the query state and the
+        round counter move on."""
         noised = tuple(np.asarray(r, dtype=np.float32) for r in result)
         inner_state = {k: v for k, v in state.items() if not k.startswith("dp.")}
-        new_weights, new_inner = self.inner.aggregate(
-            weights, [ClientUpdate(client_id=-1, delta=noised, num_examples=1)], inner_state
-        )
+        new_weights, new_inner = self.inner.server_step(weights, noised, inner_state)
         out = dict(new_inner)
         out["dp.query"] = tuple(
             np.asarray(t, dtype=np.float32) for t in tf.nest.flatten(new_global)

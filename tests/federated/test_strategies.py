@@ -102,7 +102,7 @@ def test_registry_round_trip() -> None:
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda: FedAvg(server_lr=0), "server_lr must be > 0, got 0"),
+        (lambda: FedAvg(server_lr=0), "server_lr must be finite and > 0, got 0"),
         (lambda: FedAvgM(momentum=1.0), "got 1.0"),
         (lambda: FedProx(mu=-1), "got -1"),
         (lambda: FedAdam(tau=0), "tau"),

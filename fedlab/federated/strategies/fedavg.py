@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedlab.federated.aggregate import add_weights
-from fedlab.federated.strategies.base import StrategyState, mean_delta
-from fedlab.federated.types import ClientUpdate, Weights
+from fedlab.federated.strategies.base import ServerStep, StrategyState, check_server_lr
+from fedlab.federated.types import Weights
 
 __all__ = ["FedAvg"]
 
 
 @dataclass(frozen=True, slots=True)
-class FedAvg:
+class FedAvg(ServerStep):
     """``w ← w + η·Σ nᵢΔᵢ / Σ nᵢ`` (η = ``server_lr``, 1 for plain FedAvg)."""
 
     server_lr: float = 1.0
     name: str = "fedavg"
 
     def __post_init__(self) -> None:
-        if not self.server_lr > 0:
-            raise ValueError(f"server_lr must be > 0, got {self.server_lr!r}")
+        check_server_lr(self.server_lr)
 
     @property
     def client_proximal_mu(self) -> float:
@@ -32,8 +30,8 @@ class FedAvg:
         """FedAvg keeps no state."""
         return {}
 
-    def aggregate(
-        self, weights: Weights, updates: Sequence[ClientUpdate], state: StrategyState
+    def server_step(
+        self, weights: Weights, delta: Weights, state: StrategyState
     ) -> tuple[Weights, StrategyState]:
-        """Apply the weighted mean delta."""
-        return add_weights(weights, mean_delta(updates), self.server_lr), state
+        """Apply the mean delta."""
+        return add_weights(weights, delta, self.server_lr), state

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from fedlab.federated.aggregate import add_weights
-from fedlab.federated.strategies.base import StrategyState, mean_delta
-from fedlab.federated.types import ClientUpdate, Weights
+from fedlab.federated.strategies.base import ServerStep, StrategyState, check_server_lr
+from fedlab.federated.types import Weights
 
 __all__ = ["FedAvgM"]
 
 
 @dataclass(frozen=True, slots=True)
-class FedAvgM:
+class FedAvgM(ServerStep):
     """``v ← β·v + Δ̄``, ``w ← w + η·v`` with Δ̄ the example-weighted mean delta."""
 
     server_lr: float = 1.0
@@ -23,8 +22,7 @@ class FedAvgM:
     name: str = "fedavgm"
 
     def __post_init__(self) -> None:
-        if not self.server_lr > 0:
-            raise ValueError(f"server_lr must be > 0, got {self.server_lr!r}")
+        check_server_lr(self.server_lr)
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}")
 
@@ -37,11 +35,10 @@ class FedAvgM:
         """Zero velocity."""
         return {"velocity": tuple(np.zeros_like(w, dtype=np.float32) for w in weights)}
 
-    def aggregate(
-        self, weights: Weights, updates: Sequence[ClientUpdate], state: StrategyState
+    def server_step(
+        self, weights: Weights, delta: Weights, state: StrategyState
     ) -> tuple[Weights, StrategyState]:
         """Momentum step on the mean delta."""
-        delta = mean_delta(updates)
         velocity = tuple(
             (self.momentum * v + d).astype(np.float32)
             for v, d in zip(state["velocity"], delta, strict=True)

@@ -14,13 +14,12 @@ with ``v`` initialised to τ² and no bias correction, as in the paper.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from fedlab.federated.strategies.base import StrategyState, mean_delta
-from fedlab.federated.types import ClientUpdate, Weights
+from fedlab.federated.strategies.base import ServerStep, StrategyState, check_server_lr
+from fedlab.federated.types import Weights
 
 __all__ = ["FedAdagrad", "FedAdam", "FedYogi", "adaptive_step"]
 
@@ -58,7 +57,7 @@ def adaptive_step(
 
 
 @dataclass(frozen=True, slots=True)
-class _FedOpt:
+class _FedOpt(ServerStep):
     server_lr: float = 0.01
     beta1: float = 0.9
     beta2: float = 0.99
@@ -66,8 +65,7 @@ class _FedOpt:
     name: str = "fedopt"
 
     def __post_init__(self) -> None:
-        if not self.server_lr > 0:
-            raise ValueError(f"server_lr must be > 0, got {self.server_lr!r}")
+        check_server_lr(self.server_lr)
         if not 0 <= self.beta1 < 1:
             raise ValueError(f"beta1 must be in [0, 1), got {self.beta1!r}")
         if not 0 < self.beta2 < 1:
@@ -91,13 +89,13 @@ class _FedOpt:
             "v": tuple(np.full_like(w, self.tau**2, dtype=np.float32) for w in weights),
         }
 
-    def aggregate(
-        self, weights: Weights, updates: Sequence[ClientUpdate], state: StrategyState
+    def server_step(
+        self, weights: Weights, delta: Weights, state: StrategyState
     ) -> tuple[Weights, StrategyState]:
         """One adaptive server step on the mean delta."""
         w, m, v = adaptive_step(
             weights,
-            mean_delta(updates),
+            delta,
             state["m"],
             state["v"],
             kind=self._kind,

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fedlab.federated.aggregate import add_weights
-from fedlab.federated.strategies.base import StrategyState, mean_delta
-from fedlab.federated.types import ClientUpdate, Weights
+from fedlab.federated.strategies.base import ServerStep, StrategyState, check_server_lr
+from fedlab.federated.types import Weights
 
 __all__ = ["FedProx"]
 
 
 @dataclass(frozen=True, slots=True)
-class FedProx:
+class FedProx(ServerStep):
     """FedAvg on the server; the round engine passes ``mu`` to every client's objective."""
 
     mu: float = 0.01
@@ -23,8 +22,7 @@ class FedProx:
     def __post_init__(self) -> None:
         if not self.mu >= 0:
             raise ValueError(f"mu must be >= 0, got {self.mu!r}")
-        if not self.server_lr > 0:
-            raise ValueError(f"server_lr must be > 0, got {self.server_lr!r}")
+        check_server_lr(self.server_lr)
 
     @property
     def client_proximal_mu(self) -> float:
@@ -35,8 +33,8 @@ class FedProx:
         """No server state."""
         return {}
 
-    def aggregate(
-        self, weights: Weights, updates: Sequence[ClientUpdate], state: StrategyState
+    def server_step(
+        self, weights: Weights, delta: Weights, state: StrategyState
     ) -> tuple[Weights, StrategyState]:
-        """Apply the weighted mean delta."""
-        return add_weights(weights, mean_delta(updates), self.server_lr), state
+        """Apply the mean delta."""
+        return add_weights(weights, delta, self.server_lr), state
