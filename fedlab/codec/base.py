@@ -396,6 +396,11 @@ class Chain(Codec):
             r.expect_end()
             out = [v.astype(np.float32).reshape(s) for v, s in zip(values, shapes, strict=True)]
         else:
+            # Values have a size fixed by the config: a body too short for them is refused
+            # before any index is read or generated (random-k allocates per element).
+            need = self.quantizer.value_bound([self.sparsifier.count(n) for n in sizes])
+            if r.remaining < need:
+                raise CodecError(f"truncated: {r.remaining} body bytes, values need {need}")
             idx = self.sparsifier.read(r, sizes)
             values = self.quantizer.read(r, [len(i) for i in idx])
             r.expect_end()
