@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from fedlab.secure.fixedpoint import FixedPoint, IntegerNoise
 from fedlab.secure.graph import neighbourhoods
 from fedlab.secure.identity import DeviceIdentity, IdentityRegistry
-from fedlab.secure.prg import agree, mask
+from fedlab.secure.prg import MaskAccumulator, agree
 from fedlab.secure.shamir import SHARE_BYTES, combine, split
 
 __all__ = [
@@ -571,14 +571,11 @@ class SecAggClient:
             held[j] = (body[:SHARE_BYTES], body[SHARE_BYTES:])
         codec = self.setup.codec
         y = codec.encode(x, num_examples, noise=noise)
-        y += mask(self._seed, y.size, codec.dtype)
+        acc = MaskAccumulator(y)
+        acc.add(self._seed)
         info = self.setup.context + b"mask"
         for j in sorted(senders):
-            m = mask(agree(self._mask_sk, self._peers[j][1], info), y.size, codec.dtype)
-            if self.client_id < j:
-                y += m
-            else:
-                y -= m
+            acc.add(agree(self._mask_sk, self._peers[j][1], info), 1 if self.client_id < j else -1)
         self._held = held
         self._stage = UNMASK
         return MaskedInput(self.client_id, self.setup.round_index, y)
@@ -835,7 +832,7 @@ class SecAggServer:
         codec = self.setup.codec
         assert self._r.total is not None
         total = self._r.total
-        size = total.size
+        acc = MaskAccumulator(total)
         pos = self.setup.position
         for i in sorted(survivors):
             holders = sorted(self._graph[i] & set(got))[:t]
@@ -844,7 +841,7 @@ class SecAggServer:
                 self._abort(
                     UNMASK, f"the self-mask shares of client {i} do not match its commitment"
                 )
-            total -= mask(seed, size, codec.dtype)
+            acc.add(seed, -1)
         info = self.setup.context + b"mask"
         for d in sorted(lost):
             holders = sorted(self._graph[d] & set(got))[:t]
@@ -852,12 +849,8 @@ class SecAggServer:
             key = X25519PrivateKey.from_private_bytes(raw)
             if key.public_key().public_bytes(*_RAW) != self._r.keys[d].mask_key:
                 self._abort(UNMASK, f"the key shares of dropped client {d} do not match its key")
-            for j in sorted(self._graph[d] & survivors):
-                m = mask(agree(key, self._r.keys[j].mask_key, info), size, codec.dtype)
-                if j < d:  # j added +m
-                    total -= m
-                else:
-                    total += m
+            for j in sorted(self._graph[d] & survivors):  # j added +m if j < d, else -m
+                acc.add(agree(key, self._r.keys[j].mask_key, info), -1 if j < d else 1)
         vec, examples = codec.decode_sum(total)
         self._stage = "done"
         contributors = tuple(sorted(survivors))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
 __all__ = ["PRIME", "SHARE_BYTES", "combine", "split"]
 
@@ -65,18 +66,38 @@ def combine(shares: Mapping[int, bytes], length: int) -> bytes:
     """
     if not shares:
         raise ValueError("no shares to combine")
-    xs = list(shares)
-    ys = [int.from_bytes(shares[x], "big") for x in xs]
+    xs = tuple(shares)
     if len(set(xs)) != len(xs) or any(not 0 < x < PRIME for x in xs):
-        raise ValueError(f"share points must be distinct and positive, got {xs!r}")
-    secret = 0
-    for j, (xj, yj) in enumerate(zip(xs, ys, strict=True)):
+        raise ValueError(f"share points must be distinct and positive, got {list(xs)!r}")
+    coeffs = _lagrange_at_zero(xs)
+    secret = sum(c * int.from_bytes(shares[x], "big") for c, x in zip(coeffs, xs, strict=True))
+    secret %= PRIME
+    if secret >= 1 << (8 * length):
+        raise ValueError("shares do not combine to a secret of the expected length")
+    return secret.to_bytes(length, "big")
+
+
+@lru_cache(maxsize=1024)
+def _lagrange_at_zero(xs: tuple[int, ...]) -> tuple[int, ...]:
+    """Lagrange basis at 0 for the points ``xs`` (one modular inverse: batch inversion).
+
+    Cached: the server rebuilds many secrets from the same set of share holders.
+    """
+    nums, dens = [], []
+    for j, xj in enumerate(xs):
         num, den = 1, 1
         for m, xm in enumerate(xs):
             if m != j:
                 num = num * xm % PRIME
                 den = den * (xm - xj) % PRIME
-        secret = (secret + yj * num * pow(den, -1, PRIME)) % PRIME
-    if secret >= 1 << (8 * length):
-        raise ValueError("shares do not combine to a secret of the expected length")
-    return secret.to_bytes(length, "big")
+        nums.append(num)
+        dens.append(den)
+    prefix = [1]
+    for d in dens:
+        prefix.append(prefix[-1] * d % PRIME)
+    inv = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(xs)
+    for j in range(len(xs) - 1, -1, -1):
+        out[j] = nums[j] * (inv * prefix[j] % PRIME) % PRIME
+        inv = inv * dens[j] % PRIME
+    return tuple(out)

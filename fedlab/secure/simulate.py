@@ -49,7 +49,9 @@ class RoundOutcome:
     server_seconds : dict
         Stage -> wall time of the server step.
     client_seconds : dict
-        Stage -> mean wall time of one client's step.
+        Stage -> median wall time of one client's step.
+    server_cpu_seconds, client_cpu_seconds : dict
+        The same in process CPU time (what a loaded, shared machine does not inflate).
     masked : dict
         Client id -> the masked vector the server received (only with ``keep_masked``).
     client_refusals : list of (client id, stage, reason)
@@ -64,6 +66,8 @@ class RoundOutcome:
     download_bytes: dict[int, int]
     server_seconds: dict[str, float]
     client_seconds: dict[str, float]
+    server_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    client_cpu_seconds: dict[str, float] = field(default_factory=dict)
     masked: dict[int, np.ndarray] = field(default_factory=dict)
     client_refusals: list[tuple[int, str, str]] = field(default_factory=list)
     server: Any = None
@@ -129,6 +133,8 @@ def run_round(
     down = {c: 0 for c in setup.cohort}
     server_s: dict[str, float] = {}
     client_s: dict[str, float] = {}
+    server_cpu: dict[str, float] = {}
+    client_cpu: dict[str, float] = {}
     refusals: list[tuple[int, str, str]] = []
     server = SecAggServer(setup, registry=registry)
     ids = identities or {}
@@ -137,12 +143,12 @@ def run_round(
 
     def play(stage: str, inbox: Mapping[int, Any], act: Any) -> list[Any]:
         gone.update(drop.get(stage, ()))
-        out, spent = [], []
+        out, spent, cpu = [], [], []
         for c in sorted(inbox):
             down[c] += inbox[c].nbytes if inbox[c] is not None else 0
             if c in gone:
                 continue
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             try:
                 msg = act(clients[c], inbox[c])
             except SecAggAborted as exc:
@@ -150,17 +156,20 @@ def run_round(
                 gone.add(c)
                 continue
             spent.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             up[c] += msg.nbytes
             out.append(msg)
-        client_s[stage] = float(np.mean(spent)) if spent else 0.0
+        client_s[stage] = float(np.median(spent)) if spent else 0.0
+        client_cpu[stage] = float(np.median(cpu)) if cpu else 0.0
         return out
 
     def serve(stage: str, fn: Any, msgs: list[Any]) -> Any:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             return fn(msgs)
         finally:
             server_s[stage] = time.perf_counter() - t0
+            server_cpu[stage] = time.process_time() - c0
 
     def masked_input(client: SecAggClient, delivery: Any) -> MaskedInput:
         msg = client.masked_input(
@@ -182,4 +191,16 @@ def run_round(
         result = serve(UNMASK, server.receive_unmask_responses, msgs)
     except SecAggAborted as exc:
         failure = exc
-    return RoundOutcome(result, failure, up, down, server_s, client_s, masked, refusals, server)
+    return RoundOutcome(
+        result=result,
+        failure=failure,
+        upload_bytes=up,
+        download_bytes=down,
+        server_seconds=server_s,
+        client_seconds=client_s,
+        server_cpu_seconds=server_cpu,
+        client_cpu_seconds=client_cpu,
+        masked=masked,
+        client_refusals=refusals,
+        server=server,
+    )
