@@ -23,7 +23,7 @@ QUIET := 2> >(grep -v --line-buffered -E 'Unable to register cu(DNN|FFT|BLAS) fa
 SYSTEM_PACKAGES := chromium shellcheck
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup python-check system-deps run test test-portability lab bench lint format lock clean
+.PHONY: setup python-check system-deps run test test-portability lab bench lint format hooks lock clean
 
 # TensorFlow 2.15 (and so tensorflow-privacy 0.9) has wheels for Python 3.9-3.11 only, and the
 # lock is made on 3.11: any other Python would end in a long pip resolution error.
@@ -94,6 +94,16 @@ format: setup
 	$(BIN)/ruff format fedlab tests benchmarks
 	$(BIN)/ruff check --fix fedlab tests benchmarks
 	$(BIN)/nbstripout --keep-id notebooks/*.ipynb
+
+## nbstripout as this clone's git filter for *.ipynb (.gitattributes): what `git add` stages
+## has no outputs, the working copy keeps them. Once per clone; GIT lets a test aim it elsewhere.
+GIT ?= git
+hooks:
+	@test -x $(BIN)/nbstripout || { echo "$(BIN)/nbstripout is missing: run 'make setup' first" >&2; exit 1; }
+	$(GIT) config filter.nbstripout.clean '"$(abspath $(BIN))/nbstripout" --keep-id'
+	$(GIT) config filter.nbstripout.smudge cat
+	$(GIT) config filter.nbstripout.required true
+	$(GIT) config diff.ipynb.textconv '"$(abspath $(BIN))/nbstripout" --keep-id -t'
 
 ## Re-pin the lock from the current environment (after changing pyproject.toml on purpose).
 lock:

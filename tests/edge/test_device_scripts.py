@@ -8,7 +8,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.system_tools import missing_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted((ROOT / "device_kits").rglob("*.sh"))
@@ -16,9 +16,7 @@ SCRIPTS = sorted((ROOT / "device_kits").rglob("*.sh"))
 
 def test_scripts_pass_shellcheck() -> None:
     if shutil.which("shellcheck") is None:
-        pytest.fail(
-            "shellcheck is not installed: `make test` installs it (apt-get install shellcheck)"
-        )
+        missing_tool("shellcheck", "`make test` installs it (apt-get install shellcheck)")
     assert len(SCRIPTS) >= 4
     proc = subprocess.run(
         ["shellcheck", "-x", "--severity=style", *map(str, SCRIPTS)],
