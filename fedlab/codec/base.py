@@ -48,6 +48,7 @@ __all__ = [
     "decode",
     "from_config",
     "register",
+    "segments",
 ]
 
 Arrays = tuple[np.ndarray, ...]
@@ -201,7 +202,11 @@ class Stage(Codec):
 
 
 class Sparsifier(Stage):
-    """Chooses which elements of each tensor are sent."""
+    """Chooses which elements of each tensor are sent.
+
+    Kernels work on the whole update at once: the tensors flattened and concatenated
+    (``sizes`` gives each tensor's segment), indices are positions in that vector.
+    """
 
     __slots__ = ()
     role = "sparsifier"
@@ -212,13 +217,13 @@ class Sparsifier(Stage):
 
     @abstractmethod
     def select(
-        self, flat: Sequence[np.ndarray], rng: np.random.Generator
-    ) -> tuple[bytes, list[np.ndarray]]:
-        """The index bytes and the chosen elements' indices, per tensor."""
+        self, flat: np.ndarray, sizes: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
+        """The index bytes and the sorted positions chosen in ``flat``."""
 
     @abstractmethod
-    def read(self, r: Reader, sizes: Sequence[int]) -> list[np.ndarray]:
-        """Read what :meth:`select` wrote: sorted indices per tensor."""
+    def read(self, r: Reader, sizes: Sequence[int]) -> np.ndarray:
+        """Read what :meth:`select` wrote: sorted positions, ``count(n)`` in each segment."""
 
     @abstractmethod
     def index_bound(self, sizes: Sequence[int]) -> int:
@@ -230,22 +235,31 @@ class Sparsifier(Stage):
 
 
 class Quantizer(Stage):
-    """Writes each tensor's chosen values."""
+    """Writes the chosen values (concatenated; ``counts`` per tensor)."""
 
     __slots__ = ()
     role = "quantizer"
 
     @abstractmethod
-    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
-        """The bytes of every tensor's values."""
+    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+        """The bytes of the values (``counts[i]`` of them belong to tensor ``i``)."""
 
     @abstractmethod
-    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
-        """Read ``counts[i]`` float32 values per tensor."""
+    def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
+        """Read ``sum(counts)`` float32 values."""
 
     @abstractmethod
     def value_bound(self, counts: Sequence[int]) -> int:
         """Exact bytes :meth:`write` produces for ``counts``."""
+
+
+def segments(values: np.ndarray, counts: Sequence[int]) -> list[np.ndarray]:
+    """Views of ``values`` cut into consecutive pieces of ``counts``."""
+    out, at = [], 0
+    for c in counts:
+        out.append(values[at : at + c])
+        at += c
+    return out
 
 
 class EntropyCoder(Stage):
@@ -274,11 +288,11 @@ class Float32(Quantizer):
 
     name: ClassVar[str] = "float32"
 
-    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
-        return b"".join(v.astype("<f4").tobytes() for v in values)
+    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+        return values.astype("<f4").tobytes()
 
-    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
-        return [r.array(c, "<f4", f"values of tensor {i}") for i, c in enumerate(counts)]
+    def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
+        return r.array(sum(counts), "<f4", "float32 values")
 
     def value_bound(self, counts: Sequence[int]) -> int:
         return 4 * sum(counts)
@@ -346,13 +360,15 @@ class Chain(Codec):
             raise TypeError(f"state must be a CodecState, got {type(state).__name__}")
         checked = check_arrays(arrays)
         rng = state.rng()
-        flat = [a.reshape(-1) for a in checked]
+        sizes = [a.size for a in checked]
+        flat = np.concatenate([a.reshape(-1) for a in checked]) if checked else np.zeros(0)
         body = b""
-        values = flat
+        values, counts = flat, sizes
         if self.sparsifier is not None:
-            body, chosen = self.sparsifier.select(flat, rng)
-            values = [f[i] for f, i in zip(flat, chosen, strict=True)]
-        body += self.quantizer.write(values, rng)
+            body, chosen = self.sparsifier.select(flat, sizes, rng)
+            values = flat[chosen]
+            counts = [self.sparsifier.count(n) for n in sizes]
+        body += self.quantizer.write(values, counts, rng)
         if self.entropy is not None:
             body = self.entropy.compress(body)
         shapes = tuple(a.shape for a in checked)
@@ -392,26 +408,27 @@ class Chain(Codec):
         r = Reader(body)
         sizes = [math.prod(s) for s in shapes]
         if self.sparsifier is None:
-            values = self.quantizer.read(r, sizes)
+            flat = self.quantizer.read(r, sizes).astype(np.float32)
             r.expect_end()
-            out = [v.astype(np.float32).reshape(s) for v, s in zip(values, shapes, strict=True)]
         else:
             # Values have a size fixed by the config: a body too short for them is refused
             # before any index is read or generated (random-k allocates per element).
-            need = self.quantizer.value_bound([self.sparsifier.count(n) for n in sizes])
+            counts = [self.sparsifier.count(n) for n in sizes]
+            need = self.quantizer.value_bound(counts)
             if r.remaining < need:
                 raise CodecError(f"truncated: {r.remaining} body bytes, values need {need}")
             idx = self.sparsifier.read(r, sizes)
-            values = self.quantizer.read(r, [len(i) for i in idx])
+            values = self.quantizer.read(r, counts).astype(np.float32)
             r.expect_end()
-            out = []
-            for n, s, i, v in zip(sizes, shapes, idx, values, strict=True):
-                dense = np.zeros(n, dtype=np.float32)
-                dense[i] = v * np.float32(self.sparsifier.rescale(n))
-                out.append(dense.reshape(s))
-        for k, a in enumerate(out):
-            if not np.all(np.isfinite(a)):
-                raise CodecError(f"tensor {k} decodes to non-finite values")
+            factors = [self.sparsifier.rescale(n) for n in sizes]
+            if any(f != 1.0 for f in factors):
+                values = values * np.repeat(np.asarray(factors, np.float32), counts)
+            flat = np.zeros(sum(sizes), dtype=np.float32)
+            flat[idx] = values
+        out = [seg.reshape(s) for seg, s in zip(segments(flat, sizes), shapes, strict=True)]
+        if not np.all(np.isfinite(flat)):
+            bad = next(k for k, a in enumerate(out) if not np.all(np.isfinite(a)))
+            raise CodecError(f"tensor {bad} decodes to non-finite values")
         return tuple(out)
 
     # -- config ------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class ModelDelta:
                 or [np.zeros(0, "<u4")]
             )
             planes = xor.view(np.uint8).reshape(-1, 4).T.tobytes()
-            body += Zlib(9).compress(planes)
+            body += Zlib(6).compress(planes)
         else:
             diff = [n - b for n, b in zip(new_a, base_a, strict=True)]
             payload, _ = self.codec.encode(diff, state or self.codec.init_state())
@@ -124,7 +124,7 @@ class ModelDelta:
         rest = box.body[_DIGEST:]
         if self.codec is None:
             total = sum(a.size for a in base_a)
-            planes = Zlib(9).decompress(rest, 4 * total)
+            planes = Zlib(6).decompress(rest, 4 * total)
             if len(planes) != 4 * total:
                 raise CodecError(f"downlink delta holds {len(planes)} bytes, expected {4 * total}")
             xor = np.frombuffer(planes, np.uint8).reshape(4, total).T.copy().view("<u4").ravel()

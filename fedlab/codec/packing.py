@@ -7,6 +7,8 @@ strictly increasing indices below the tensor size) and raises
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from fedlab.codec.errors import CodecError
@@ -14,6 +16,7 @@ from fedlab.codec.wire import Reader
 
 __all__ = [
     "INDEX_MODES",
+    "check_segments",
     "pack_bits",
     "pack_indices",
     "pack_trits",
@@ -178,3 +181,21 @@ def unpack_indices(r: Reader, count: int, size: int, *, what: str) -> np.ndarray
     if int(idx[-1]) >= size:
         raise CodecError(f"{what}: index {int(idx[-1])} out of range (size {size})")
     return idx
+
+
+def check_segments(idx: np.ndarray, counts: Sequence[int], sizes: Sequence[int]) -> None:
+    """Sorted positions ``idx`` in the concatenation of tensors of ``sizes`` must hold
+    exactly ``counts[i]`` positions inside tensor ``i``."""
+    size = np.asarray(sizes, dtype=np.int64)
+    count = np.asarray(counts, dtype=np.int64)
+    ends: np.ndarray = np.cumsum(size)
+    starts: np.ndarray = ends - size
+    at: np.ndarray = np.cumsum(count) - count
+    full = count > 0
+    if not full.any():
+        return
+    first = idx[at[full]]
+    last = idx[at[full] + count[full] - 1]
+    if np.any(first < starts[full]) or np.any(last >= ends[full]):
+        bad = int(np.flatnonzero(full)[np.argmax((first < starts[full]) | (last >= ends[full]))])
+        raise CodecError(f"indices of tensor {bad} fall outside it (expected {counts[bad]} there)")

@@ -16,35 +16,56 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedlab.codec.base import Quantizer, _expect_keys, register
+from fedlab.codec.base import Quantizer, _expect_keys, register, segments
 from fedlab.codec.errors import CodecError
 from fedlab.codec.packing import pack_bits, packed_bits_size, unpack_bits
 from fedlab.codec.wire import Reader
 
-__all__ = ["NORMS", "QSGD", "stochastic_levels", "tensor_scale"]
+__all__ = ["NORMS", "QSGD", "read_scales", "stochastic_levels", "tensor_scales"]
 
 NORMS = ("max", "l2")
 
 
-def tensor_scale(values: np.ndarray, norm: str) -> np.float32:
-    """The float32 scale of one tensor: max-abs or L2 norm."""
-    if values.size == 0:
-        return np.float32(0.0)
-    if norm == "max":
-        return np.float32(np.max(np.abs(values)))
-    return np.float32(np.sqrt(np.dot(values.astype(np.float64), values.astype(np.float64))))
+def tensor_scales(values: np.ndarray, counts: Sequence[int], norm: str) -> np.ndarray:
+    """The float32 scale of every tensor's segment of ``values``: max-abs or L2 norm."""
+    out = np.zeros(len(counts), dtype=np.float32)
+    for i, seg in enumerate(segments(values, counts)):
+        if seg.size:
+            if norm == "max":
+                out[i] = np.max(np.abs(seg))
+            else:
+                wide = seg.astype(np.float64)
+                out[i] = np.sqrt(np.dot(wide, wide))
+    return out
 
 
 def stochastic_levels(
-    values: np.ndarray, scale: np.float32, levels: int, rng: np.random.Generator
+    values: np.ndarray,
+    scales: np.ndarray,
+    counts: Sequence[int],
+    levels: int,
+    rng: np.random.Generator,
 ) -> np.ndarray:
-    """Signed integer levels in ``[-levels, levels]`` with ``E[level] = v/scale·levels``."""
-    if scale == 0 or values.size == 0:
-        return np.zeros(values.size, dtype=np.int16)
-    u = np.minimum(np.abs(values.astype(np.float64)) * (levels / float(scale)), levels)
+    """Signed integer levels in ``[-levels, levels]`` with ``E[level] = v/scale·levels``
+    (``scale`` the value's tensor's)."""
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int16)
+    wide = scales.astype(np.float64)
+    inv = np.divide(levels, wide, out=np.zeros_like(wide), where=wide > 0)
+    u = np.minimum(np.abs(values) * np.repeat(inv, counts), levels)
     low = np.floor(u)
     level = low + (rng.random(values.size) < (u - low))
     return (np.sign(values) * level).astype(np.int16)
+
+
+def read_scales(r: Reader, count: int) -> np.ndarray:
+    """``count`` float32 scales; each must be finite and >= 0."""
+    scales = r.array(count, "<f4", "scales")
+    bad = ~(np.isfinite(scales) & (scales >= 0))
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise CodecError(f"scale of tensor {i} is not a finite number >= 0: {scales[i]!r}")
+    return scales
 
 
 def _check_bits(bits: Any) -> int:
@@ -55,18 +76,11 @@ def _check_bits(bits: Any) -> int:
     return bits
 
 
-def read_scale(r: Reader, i: int) -> np.float32:
-    scale = r.f32(f"scale of tensor {i}")
-    if scale < 0:
-        raise CodecError(f"scale of tensor {i} is negative: {scale!r}")
-    return np.float32(scale)
-
-
 @register("qsgd")
 @dataclass(frozen=True, slots=True)
 class QSGD(Quantizer):
-    """Unbiased stochastic quantization, ``bits`` ∈ {2, 4, 8} per value plus 4 bytes per
-    tensor.
+    """Unbiased stochastic quantization: 4 bytes per tensor (its scale), then ``bits``
+    ∈ {2, 4, 8} per value.
 
     Parameters
     ----------
@@ -89,26 +103,21 @@ class QSGD(Quantizer):
     def levels(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
-    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
+    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
         s = self.levels
-        parts = []
-        for v in values:
-            scale = tensor_scale(v, self.norm)
-            codes = stochastic_levels(v, scale, s, rng) + s
-            parts.append(scale.astype("<f4").tobytes() + pack_bits(codes, self.bits))
-        return b"".join(parts)
+        scales = tensor_scales(values, counts, self.norm)
+        codes = stochastic_levels(values, scales, counts, s, rng) + s
+        return scales.astype("<f4").tobytes() + pack_bits(codes, self.bits)
 
-    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
+    def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
         s = self.levels
-        out = []
-        for i, c in enumerate(counts):
-            scale = read_scale(r, i)
-            codes = unpack_bits(r, c, self.bits, limit=2 * s + 1, what=f"codes of tensor {i}")
-            out.append((codes.astype(np.float32) - np.float32(s)) * (scale / np.float32(s)))
-        return out
+        scales = read_scales(r, len(counts))
+        codes = unpack_bits(r, sum(counts), self.bits, limit=2 * s + 1, what="qsgd codes")
+        step = np.repeat(scales / np.float32(s), counts)
+        return (codes.astype(np.float32) - np.float32(s)) * step
 
     def value_bound(self, counts: Sequence[int]) -> int:
-        return sum(4 + packed_bits_size(c, self.bits) for c in counts)
+        return 4 * len(counts) + packed_bits_size(sum(counts), self.bits)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "bits": self.bits, "norm": self.norm}

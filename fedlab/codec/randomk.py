@@ -58,15 +58,20 @@ class RandomK(Sparsifier):
         return kept(self.ratio, size)
 
     def select(
-        self, flat: Sequence[np.ndarray], rng: np.random.Generator
-    ) -> tuple[bytes, list[np.ndarray]]:
+        self, flat: np.ndarray, sizes: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
         seed = int(rng.integers(2**32))
-        chosen = [random_indices(seed, t, x.size, self.count(x.size)) for t, x in enumerate(flat)]
-        return seed.to_bytes(4, "little"), chosen
+        return seed.to_bytes(4, "little"), self._positions(seed, sizes)
 
-    def read(self, r: Reader, sizes: Sequence[int]) -> list[np.ndarray]:
-        seed = r.u32("random-k seed")
-        return [random_indices(seed, t, n, self.count(n)) for t, n in enumerate(sizes)]
+    def _positions(self, seed: int, sizes: Sequence[int]) -> np.ndarray:
+        chosen, at = [], 0
+        for t, n in enumerate(sizes):
+            chosen.append(random_indices(seed, t, n, self.count(n)) + at)
+            at += n
+        return np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+
+    def read(self, r: Reader, sizes: Sequence[int]) -> np.ndarray:
+        return self._positions(r.u32("random-k seed"), sizes)
 
     def index_bound(self, sizes: Sequence[int]) -> int:
         return 4

@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedlab.codec.base import Quantizer, _expect_keys, register
+from fedlab.codec.base import Quantizer, _expect_keys, register, segments
 from fedlab.codec.packing import pack_bits, packed_bits_size, unpack_bits
-from fedlab.codec.qsgd import read_scale
+from fedlab.codec.qsgd import read_scales
 from fedlab.codec.wire import Reader
 
 __all__ = ["Sign"]
@@ -30,23 +30,24 @@ class Sign(Quantizer):
 
     name: ClassVar[str] = "sign"
 
-    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
-        parts = []
-        for v in values:
-            scale = np.float32(np.mean(np.abs(v), dtype=np.float64)) if v.size else np.float32(0)
-            parts.append(scale.astype("<f4").tobytes() + pack_bits(v < 0, 1))
-        return b"".join(parts)
+    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+        scales = np.array(
+            [
+                np.mean(np.abs(seg), dtype=np.float64) if seg.size else 0.0
+                for seg in segments(values, counts)
+            ],
+            dtype=np.float32,
+        )
+        return scales.astype("<f4").tobytes() + pack_bits(values < 0, 1)
 
-    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
-        out = []
-        for i, c in enumerate(counts):
-            scale = read_scale(r, i)
-            negative = unpack_bits(r, c, 1, limit=2, what=f"signs of tensor {i}")
-            out.append(np.where(negative.astype(bool), -scale, scale).astype(np.float32))
-        return out
+    def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
+        scales = read_scales(r, len(counts))
+        negative = unpack_bits(r, sum(counts), 1, limit=2, what="signs")
+        magnitude = np.repeat(scales, counts)
+        return np.where(negative.astype(bool), -magnitude, magnitude).astype(np.float32)
 
     def value_bound(self, counts: Sequence[int]) -> int:
-        return sum(4 + packed_bits_size(c, 1) for c in counts)
+        return 4 * len(counts) + packed_bits_size(sum(counts), 1)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name}

@@ -15,7 +15,7 @@ import numpy as np
 
 from fedlab.codec.base import Quantizer, _expect_keys, register
 from fedlab.codec.packing import pack_trits, packed_trits_size, unpack_trits
-from fedlab.codec.qsgd import NORMS, read_scale, stochastic_levels, tensor_scale
+from fedlab.codec.qsgd import NORMS, read_scales, stochastic_levels, tensor_scales
 from fedlab.codec.wire import Reader
 
 __all__ = ["Ternary"]
@@ -33,24 +33,18 @@ class Ternary(Quantizer):
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
 
-    def write(self, values: Sequence[np.ndarray], rng: np.random.Generator) -> bytes:
-        parts = []
-        for v in values:
-            scale = tensor_scale(v, self.norm)
-            trits = (stochastic_levels(v, scale, 1, rng) + 1).astype(np.uint8)
-            parts.append(scale.astype("<f4").tobytes() + pack_trits(trits))
-        return b"".join(parts)
+    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+        scales = tensor_scales(values, counts, self.norm)
+        trits = (stochastic_levels(values, scales, counts, 1, rng) + 1).astype(np.uint8)
+        return scales.astype("<f4").tobytes() + pack_trits(trits)
 
-    def read(self, r: Reader, counts: Sequence[int]) -> list[np.ndarray]:
-        out = []
-        for i, c in enumerate(counts):
-            scale = read_scale(r, i)
-            trits = unpack_trits(r, c, what=f"digits of tensor {i}")
-            out.append((trits.astype(np.float32) - np.float32(1)) * scale)
-        return out
+    def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
+        scales = read_scales(r, len(counts))
+        trits = unpack_trits(r, sum(counts), what="ternary digits")
+        return (trits.astype(np.float32) - np.float32(1)) * np.repeat(scales, counts)
 
     def value_bound(self, counts: Sequence[int]) -> int:
-        return sum(4 + packed_trits_size(c) for c in counts)
+        return 4 * len(counts) + packed_trits_size(sum(counts))
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "norm": self.norm}

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedlab.codec.base import Sparsifier, _expect_keys, register
-from fedlab.codec.packing import INDEX_MODES, pack_indices, unpack_indices
+from fedlab.codec.packing import INDEX_MODES, check_segments, pack_indices, unpack_indices
 from fedlab.codec.wire import Reader
 
 __all__ = ["TopK", "check_ratio", "kept"]
@@ -44,8 +44,9 @@ class TopK(Sparsifier):
     ratio : float
         Fraction of elements kept, in (0, 1] (at least one per non-empty tensor).
     index : {"auto", "bitmap", "varint"}
-        How the positions are written: a bitmap (n/8 bytes) or gap varints (≈1 byte per
-        index at 1 % density); ``"auto"`` takes the smaller per tensor.
+        How the positions (in the whole update) are written: a bitmap (one bit per
+        parameter) or gap varints (≈1 byte per index at 1 % density); ``"auto"`` takes the
+        smaller.
     """
 
     ratio: float
@@ -61,31 +62,31 @@ class TopK(Sparsifier):
         return kept(self.ratio, size)
 
     def select(
-        self, flat: Sequence[np.ndarray], rng: np.random.Generator
-    ) -> tuple[bytes, list[np.ndarray]]:
-        parts, chosen = [], []
-        for x in flat:
-            k = self.count(x.size)
-            if k == x.size:
-                idx = np.arange(x.size)
+        self, flat: np.ndarray, sizes: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
+        magnitude = np.abs(flat)
+        chosen, at = [], 0
+        for n in sizes:
+            k = self.count(n)
+            if k == n:
+                chosen.append(np.arange(at, at + n))
             else:
-                idx = np.sort(np.argpartition(np.abs(x), x.size - k)[x.size - k :])
-            parts.append(pack_indices(idx, x.size, self.index))
-            chosen.append(idx)
-        return b"".join(parts), chosen
+                part = np.argpartition(magnitude[at : at + n], n - k)[n - k :]
+                chosen.append(np.sort(part) + at)
+            at += n
+        idx = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
+        return pack_indices(idx, int(flat.size), self.index), idx
 
-    def read(self, r: Reader, sizes: Sequence[int]) -> list[np.ndarray]:
-        return [
-            unpack_indices(r, self.count(n), n, what=f"indices of tensor {i}")
-            for i, n in enumerate(sizes)
-        ]
+    def read(self, r: Reader, sizes: Sequence[int]) -> np.ndarray:
+        counts = [self.count(n) for n in sizes]
+        idx = unpack_indices(r, sum(counts), sum(sizes), what="top-k indices")
+        check_segments(idx, counts, sizes)
+        return idx
 
     def index_bound(self, sizes: Sequence[int]) -> int:
-        total = 0
-        for n in sizes:
-            bitmap, varints = (n + 7) // 8, 5 * self.count(n)
-            total += 1 + {"bitmap": bitmap, "varint": varints}.get(self.index, bitmap)
-        return total
+        bitmap = (sum(sizes) + 7) // 8
+        varints = 5 * sum(self.count(n) for n in sizes)
+        return 1 + (varints if self.index == "varint" else bitmap)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "ratio": self.ratio, "index": self.index}

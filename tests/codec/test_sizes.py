@@ -30,25 +30,32 @@ def k(ratio: float, n: int) -> int:
     return min(n, max(1, math.ceil(ratio * n))) if n else 0
 
 
+T = len(SIZES)  # one float32 scale per tensor, then every value's code
+N = sum(SIZES)
+
+
+def ks(ratio: float) -> int:
+    return sum(k(ratio, n) for n in SIZES)
+
+
 @pytest.mark.parametrize(
     ("codec", "body"),
     [
-        (chain(), sum(4 * n for n in SIZES)),
-        (QSGD(bits=8), sum(4 + n for n in SIZES)),
-        (QSGD(bits=4), sum(4 + math.ceil(n / 2) for n in SIZES)),
-        (QSGD(bits=2), sum(4 + math.ceil(n / 4) for n in SIZES)),
-        (Ternary(), sum(4 + math.ceil(n / 5) for n in SIZES)),
-        (Sign(), sum(4 + math.ceil(n / 8) for n in SIZES)),
-        (
-            TopK(0.25, index="bitmap"),
-            sum(1 + math.ceil(n / 8) + 4 * k(0.25, n) for n in SIZES),
-        ),
+        (chain(), 4 * N),
+        (QSGD(bits=8), 4 * T + N),
+        (QSGD(bits=4), 4 * T + math.ceil(N / 2)),
+        (QSGD(bits=2), 4 * T + math.ceil(N / 4)),
+        (Ternary(), 4 * T + math.ceil(N / 5)),
+        (Sign(), 4 * T + math.ceil(N / 8)),
+        # top-k: one index-mode byte and a bitmap of the whole update, then the values
+        (TopK(0.25, index="bitmap"), 1 + math.ceil(N / 8) + 4 * ks(0.25)),
         (
             chain(TopK(0.1, index="bitmap"), QSGD(bits=4)),
-            sum(1 + math.ceil(n / 8) + 4 + math.ceil(k(0.1, n) / 2) for n in SIZES),
+            1 + math.ceil(N / 8) + 4 * T + math.ceil(ks(0.1) / 2),
         ),
-        (chain(RandomK(0.01), Ternary()), 4 + sum(4 + math.ceil(k(0.01, n) / 5) for n in SIZES)),
-        (chain(RandomK(0.5), Sign()), 4 + sum(4 + math.ceil(k(0.5, n) / 8) for n in SIZES)),
+        # random-k: a 4-byte seed instead of indices
+        (chain(RandomK(0.01), Ternary()), 4 + 4 * T + math.ceil(ks(0.01) / 5)),
+        (chain(RandomK(0.5), Sign()), 4 + 4 * T + math.ceil(ks(0.5) / 8)),
     ],
     ids=lambda v: v if isinstance(v, int) else str(v.get_config() if hasattr(v, "stages") else ""),
 )
