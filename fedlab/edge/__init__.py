@@ -1,7 +1,8 @@
 """The device layer: what runs on a Raspberry Pi or a Coral board.
 
 numpy, cryptography and ai-edge-litert only — importing this package never imports
-TensorFlow (a test blocks it). The workbench side (export, kit building) lives in
+TensorFlow (a test blocks it). Tasks and updates travel as :mod:`fedlab.protocol` frames.
+The workbench side (export, kit building) lives in
 ``fedlab.optimize.trainable`` and ``fedlab.kit``.
 """
 
@@ -12,7 +13,7 @@ from fedlab.edge.coral import EdgeTPUUnavailable, EmbeddingBackbone, HeadTrainer
 from fedlab.edge.manifest import KitVerificationError, Manifest, verify_kit
 from fedlab.edge.model import ModelSpec, TrainableModel
 from fedlab.edge.trainer import LiteRTTrainer
-from fedlab.edge.transport import FileTransport, InProcessTransport, Task, Transport
+from fedlab.edge.transport import FileTransport, InProcessTransport, Transport
 
 __all__ = [
     "ConfigError",
@@ -26,7 +27,6 @@ __all__ = [
     "LiteRTTrainer",
     "Manifest",
     "ModelSpec",
-    "Task",
     "TrainableModel",
     "Transport",
     "verify_kit",

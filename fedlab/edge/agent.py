@@ -28,8 +28,9 @@ from fedlab.edge.data import DataError, load_local_data
 from fedlab.edge.manifest import KitVerificationError, Manifest, verify_kit
 from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
 from fedlab.edge.trainer import LiteRTTrainer
-from fedlab.edge.transport import FileTransport, Task, Transport
-from fedlab.federated.types import ClientUpdate
+from fedlab.edge.transport import FileTransport, Transport
+from fedlab.federated.types import ClientPlan
+from fedlab.protocol import RoundTask, UpdateEnvelope, encoded_size
 
 __all__ = ["DeviceAgent", "main", "peak_rss_mb", "transport_from_config"]
 
@@ -104,15 +105,15 @@ class DeviceAgent:
         self.last_round: int | None = None
         self._last_task: tuple[int, str] | None = None
 
-    def run_once(self) -> tuple[Task, ClientUpdate] | None:
-        """Fetch a task; train; submit. None when there is no new task (none published, or
-        this task — same round, same global model — was already done).
+    def run_once(self) -> tuple[RoundTask, UpdateEnvelope] | None:
+        """Fetch a task; train; submit its envelope. None when there is no new task (none
+        published, or this task — same round, same global model — was already done).
 
         Raises
         ------
         ValueError
-            The task is damaged, has invalid values, is for another model version, or its
-            weights do not fit.
+            The task is damaged, has invalid values, is for another model version, its
+            weights do not fit or are not inline, or its plan does not run here.
         """
         task = self.transport.fetch(self.config.device_id)
         if task is None or (task.round_index, task.base_version) == self._last_task:
@@ -122,8 +123,15 @@ class DeviceAgent:
                 f"task for model version {task.model_version[:12]}…, this kit has "
                 f"{self.model_version[:12]}…: install the matching kit"
             )
-        update = self.trainer.train(task.weights, self.x, self.y, task.plan)
-        self.transport.submit(self.config.device_id, task, update)
+        if task.weights is None:
+            raise ValueError(
+                f"the task names its weights by reference ({task.weights_ref!r}); this "
+                "device's transport delivers them inline"
+            )
+        plan = ClientPlan(**task.client_plan_fields())
+        update = self.trainer.train(task.weights, self.x, self.y, plan)
+        envelope = UpdateEnvelope.from_client_update(update, task, device_id=self.config.device_id)
+        self.transport.submit(self.config.device_id, envelope)
         self.last_round = task.round_index
         self._last_task = (task.round_index, task.base_version)
         if self.config.state_dir:
@@ -132,12 +140,12 @@ class DeviceAgent:
                 self.trainable.save_checkpoint(state / "checkpoint.npz")
             record = {
                 "round_index": task.round_index,
-                "num_examples": update.num_examples,
-                "train_loss": update.metrics.get("train_loss"),
+                "num_examples": envelope.num_examples,
+                "train_loss": envelope.metrics.get("train_loss"),
                 "time": time.time(),
             }
             atomic_write_bytes(state / "last_round.json", json.dumps(record).encode())
-        return task, update
+        return task, envelope
 
 
 def peak_rss_mb() -> float:
@@ -198,15 +206,16 @@ def main(argv: list[str] | None = None) -> int:
                 return 6
             result = None
         if result is not None:
-            task, update = result
+            task, envelope = result
             print(
                 json.dumps(
                     {
                         "device_id": config.device_id,
                         "round_index": task.round_index,
-                        "num_examples": update.num_examples,
-                        "num_steps": update.num_steps,
-                        "train_loss": update.metrics.get("train_loss"),
+                        "num_examples": envelope.num_examples,
+                        "num_steps": envelope.num_steps,
+                        "train_loss": envelope.metrics.get("train_loss"),
+                        "bytes_up": encoded_size(envelope),
                         "seconds": round(time.perf_counter() - start, 4),
                         "peak_rss_mb": round(peak_rss_mb(), 1),
                         "tensorflow_imported": "tensorflow" in sys.modules,

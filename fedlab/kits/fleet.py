@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 
 from fedlab.data.federated_dataset import ClientData
-from fedlab.edge.transport import FileTransport, Task
+from fedlab.edge.transport import SUFFIX, FileTransport
 from fedlab.federated.stages import UpdatePolicy
 from fedlab.federated.types import ClientUpdate
 from fedlab.kits.builder import Kit
+from fedlab.protocol import RoundTask
 
 __all__ = ["EmulatedDevice", "EmulatedRound", "make_emulated_devices", "run_emulated_round"]
 
@@ -36,12 +37,28 @@ class EmulatedDevice:
 
 @dataclass(frozen=True, slots=True)
 class EmulatedRound:
-    """What one round on emulated devices produced."""
+    """What one round on emulated devices produced.
+
+    Attributes
+    ----------
+    reports : dict
+        Each device's report line (its JSON on stdout).
+    accepted, rejected : list
+        ``[(update file, validated update)]`` and ``[(update file, reason)]``.
+    failures : dict
+        Devices whose agent failed: exit code and message.
+    bytes_down : int
+        Size of the task frame every device read.
+    bytes_up : int
+        Total size of the round's update frames (accepted or not).
+    """
 
     reports: dict[str, dict[str, Any]]
     accepted: list[tuple[str, ClientUpdate]]
     rejected: list[tuple[str, str]]
     failures: dict[str, str] = field(default_factory=dict)
+    bytes_down: int = 0
+    bytes_up: int = 0
 
 
 def make_emulated_devices(
@@ -77,17 +94,18 @@ def make_emulated_devices(
 def run_emulated_round(
     devices: Sequence[EmulatedDevice],
     exchange: str | Path,
-    task: Task,
+    task: RoundTask,
     *,
     timeout_s: float = 300.0,
     policy: UpdatePolicy | None = None,
 ) -> EmulatedRound:
-    """Publish ``task``, run every device's agent (one process each, TensorFlow blocked),
-    and collect the updates. A device that fails is reported with its exit code and
+    """Publish ``task`` (a :class:`~fedlab.protocol.RoundTask` with inline weights), run
+    every device's agent (one process each, TensorFlow blocked), and collect the envelopes.
+    A device that fails is reported with its exit code and
     message, not hidden; an update refused by ``policy`` (default ``UpdatePolicy()``) or
     from a device not in ``devices`` is listed in ``rejected`` with its reason."""
     transport = FileTransport(exchange)
-    transport.publish(task)
+    bytes_down = transport.publish(task).stat().st_size
     reports: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -115,4 +133,6 @@ def run_emulated_round(
             reports[device.device_id] = json.loads(lines[-1])
     enrolled = {d.device_id: d.num_examples for d in devices}
     accepted, rejected = transport.collect(task, devices=enrolled, policy=policy)
-    return EmulatedRound(reports, accepted, rejected, failures)
+    files = transport.updates.glob(f"*-r{task.round_index}{SUFFIX}")
+    bytes_up = sum(path.stat().st_size for path in files)
+    return EmulatedRound(reports, accepted, rejected, failures, bytes_down, bytes_up)

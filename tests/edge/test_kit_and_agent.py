@@ -18,7 +18,6 @@ from fedlab.edge import (
     EdgeTPUUnavailable,
     FileTransport,
     KitVerificationError,
-    Task,
     verify_kit,
 )
 from fedlab.edge.agent import DeviceAgent
@@ -26,7 +25,13 @@ from fedlab.edge.coral import EmbeddingBackbone, softmax_head_step
 from fedlab.edge.data import DataError, load_local_data
 from fedlab.federated import ClientPlan, KerasRuntime, UpdateRejected
 from fedlab.models import build_model
+from fedlab.protocol import RoundTask, UpdateEnvelope, decode_envelope
 from tests.edge.conftest import write_device
+
+
+def task_for(plan: ClientPlan, weights, version: str) -> RoundTask:
+    return RoundTask.from_client_plan(plan, model_version=version, weights=weights)
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,14 +245,21 @@ def test_the_agent_trains_a_round_without_tensorflow(kits, tmp_path) -> None:
     weights, expected = reference_update(kits, plan, tmp_path)
     version = kits["pi"].manifest.info["model"]["version"]
     exchange = FileTransport(tmp_path / "exchange")
-    task = Task(plan, weights, version)
+    task = task_for(plan, weights, version)
     exchange.publish(task)
     proc = run_agent(config)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["tensorflow_imported"] is False and report["round_index"] == 4
+    # the device emitted a protocol envelope answering the task, of the size it reported
+    sent = (exchange.updates / "pi-3-r4.flab").read_bytes()
+    envelope = decode_envelope(sent)
+    assert report["bytes_up"] == len(sent)
+    assert (envelope.device_id, envelope.client_id, envelope.round_index) == ("pi-3", 3, 4)
+    assert envelope.base_version == task.base_version
+    assert envelope.model_version == version and envelope.num_steps == expected.num_steps
     accepted, rejected = exchange.collect(task, devices={"pi-3": 200})
-    assert rejected == [] and [name for name, _ in accepted] == ["pi-3-r4.npz"]
+    assert rejected == [] and [name for name, _ in accepted] == ["pi-3-r4.flab"]
     got = accepted[0][1]
     num = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(got.delta, expected.delta, strict=True)))
     den = np.sqrt(sum(np.sum(b**2) for b in expected.delta))
@@ -255,7 +267,7 @@ def test_the_agent_trains_a_round_without_tensorflow(kits, tmp_path) -> None:
     assert (tmp_path / "state" / "checkpoint.npz").is_file()
     # The same task again is not trained twice; no task at all is not an error.
     assert run_agent(config).returncode == 0
-    (tmp_path / "exchange" / "task.npz").unlink()
+    (tmp_path / "exchange" / "task.flab").unlink()
     proc = run_agent(config)
     assert proc.returncode == 0 and "no task" in proc.stderr
 
@@ -287,7 +299,7 @@ def test_the_agent_exits_with_a_clear_reason(kits, tmp_path) -> None:
     plan = ClientPlan(client_id=3, round_index=0, epochs=1, batch_size=16, learning_rate=0.05)
     version = kits["pi"].manifest.info["model"]["version"]
     FileTransport(tmp_path / "d" / "exchange").publish(
-        Task(plan, tuple(np.zeros(s) for s in [(3, 3)]), version)
+        task_for(plan, tuple(np.zeros(s) for s in [(3, 3)]), version)
     )
     proc = run_agent(config)
     assert proc.returncode == 6 and "expected 8 global weight arrays, got 1" in proc.stderr
@@ -297,8 +309,11 @@ def test_collect_rejects_damaged_and_forged_updates(kits, tmp_path) -> None:
     shapes = ((2, 3), (3,))
     exchange = FileTransport(tmp_path)
     plan = ClientPlan(client_id=0, round_index=1, epochs=1, batch_size=4, learning_rate=0.1)
-    task = Task(plan, (np.zeros((2, 3)), np.zeros(3)), "v1")
+    task = task_for(plan, (np.zeros((2, 3)), np.zeros(3)), "v1")
     from fedlab.federated import ClientUpdate
+
+    def submit(device, update):
+        exchange.submit(device, UpdateEnvelope.from_client_update(update, task))
 
     good = ClientUpdate(
         client_id=0,
@@ -307,32 +322,36 @@ def test_collect_rejects_damaged_and_forged_updates(kits, tmp_path) -> None:
         metrics={"train_loss": 0.5},
     )
     for device in ("a", "b", "c", "d"):
-        exchange.submit(device, task, good)
+        submit(device, good)
     bad_nan = ClientUpdate(0, (np.full((2, 3), np.nan, np.float32), np.ones(3, np.float32)), 5)
-    exchange.submit("e", task, bad_nan)
+    submit("e", bad_nan)
     bad_shape = ClientUpdate(0, (np.ones((3, 2), np.float32), np.ones(3, np.float32)), 5)
-    exchange.submit("f", task, bad_shape)
-    truncated = exchange.updates / "b-r1.npz"
+    submit("f", bad_shape)
+    truncated = exchange.updates / "b-r1.flab"
     truncated.write_bytes(truncated.read_bytes()[:100])  # a copy cut short
-    os.replace(exchange.updates / "c-r1.npz", exchange.updates / "z-r1.npz")  # forged name
-    accepted, rejected = exchange.collect(task, devices=list("abcdefz"))
-    assert [name for name, _ in accepted] == ["a-r1.npz", "d-r1.npz"]
+    os.replace(exchange.updates / "c-r1.flab", exchange.updates / "z-r1.flab")  # forged name
+    (exchange.updates / "g-r1.flab").write_bytes(b"\x00" * 10**6)  # bigger than any update
+    accepted, rejected = exchange.collect(task, devices=list("abcdefgz"))
+    assert [name for name, _ in accepted] == ["a-r1.flab", "d-r1.flab"]
     reasons = dict(rejected)
-    assert "unreadable" in reasons["b-r1.npz"]
-    assert "header does not match the file name" in reasons["z-r1.npz"]
-    assert "non-finite values (NaN)" in reasons["e-r1.npz"]
-    assert "does not fit the model (2, 3)" in reasons["f-r1.npz"]
-    later = Task(ClientPlan(0, 2, 1, 4, 0.1), task.weights, "v1")
+    assert "not a valid update envelope (truncated or damaged" in reasons["b-r1.flab"]
+    assert "does not match the file name" in reasons["z-r1.flab"]
+    assert "non-finite values (NaN)" in reasons["e-r1.flab"]
+    assert "tensor 0 has shape (3, 2), expected (2, 3)" in reasons["f-r1.flab"]
+    assert "1000000 bytes, more than the" in reasons["g-r1.flab"]
+    later = task_for(ClientPlan(0, 2, 1, 4, 0.1), task.weights, "v1")
     with pytest.raises(UpdateRejected, match="not an update of round 2"):
-        FileTransport.read_update(exchange.updates / "a-r1.npz", later)
-    assert shapes == tuple(w.shape for w in task.weights)
+        FileTransport.read_update(exchange.updates / "a-r1.flab", later)
+    assert shapes == tuple(w.shape for w in task.weights or ())
     assert exchange.fetch("a") is None
-    (tmp_path / "task.npz").write_bytes(b"PK\x03\x04 half a zip")
-    with pytest.raises(ValueError, match="task.npz: not a valid task"):
+    (tmp_path / "task.flab").write_bytes(b"FLAB half a frame")
+    with pytest.raises(ValueError, match="task.flab: not a valid task"):
         exchange.fetch("a")
     exchange.publish(task)
     fetched = exchange.fetch("a")
-    assert fetched is not None and fetched.plan == plan and len(fetched.weights) == 2
+    assert fetched == task and ClientPlan(**fetched.client_plan_fields()) == plan
+    with pytest.raises(ValueError, match="envelope of device 'a' submitted as 'b'"):
+        exchange.submit("b", UpdateEnvelope.from_client_update(good, task, device_id="a"))
 
 
 def test_a_precompiled_edge_tpu_backbone_replaces_the_uncompiled_one(kits, tmp_path) -> None:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
-from fedlab.edge.transport import FileTransport, Task, _npz_bytes
+from fedlab.edge.transport import FileTransport
 from fedlab.federated import ClientPlan, ClientUpdate
+from fedlab.protocol import KIND_ENVELOPE, MAGIC, RoundTask, UpdateEnvelope
 
 #: Settings of every property in this suite: reproducible, bounded, no example database.
 HOSTILE = settings(
@@ -32,11 +35,11 @@ VERSION = "kit-model-v1"
 DEVICES = {"a": 40, "b": 40, "c": 40, "m": 40}  # enrolled devices and their data sizes
 
 
-def make_task(round_index: int = 1, weights=WEIGHTS) -> Task:
+def make_task(round_index: int = 1, weights=WEIGHTS) -> RoundTask:
     plan = ClientPlan(
         client_id=0, round_index=round_index, epochs=1, batch_size=4, learning_rate=0.1
     )
-    return Task(plan, weights, VERSION)
+    return RoundTask.from_client_plan(plan, model_version=VERSION, weights=weights)
 
 
 def honest_update(seed: int, n: int = 20) -> ClientUpdate:
@@ -47,23 +50,30 @@ def honest_update(seed: int, n: int = 20) -> ClientUpdate:
     )
 
 
-def exchange_with(folder: Path, task: Task, devices=("a", "b", "c", "m")) -> FileTransport:
+def envelope_of(task: RoundTask, update: ClientUpdate, device: str = "") -> UpdateEnvelope:
+    """What an honest device sends for ``update``."""
+    return UpdateEnvelope.from_client_update(update, task, device_id=device)
+
+
+def exchange_with(folder: Path, task: RoundTask, devices=("a", "b", "c", "m")) -> FileTransport:
     """An exchange folder holding one honest update per device for ``task``."""
     exchange = FileTransport(folder)
     for i, device in enumerate(devices):
-        exchange.submit(device, task, honest_update(i))
+        exchange.submit(device, envelope_of(task, honest_update(i)))
     return exchange
 
 
-def header_of(task: Task, device: str, **changes) -> dict:
-    """The header an honest device writes, with ``changes``."""
+def header_of(task: RoundTask, device: str, **changes) -> dict:
+    """The envelope header an honest device writes, with ``changes``."""
     header = {
         "device_id": device,
         "client_id": 0,
         "round_index": task.round_index,
         "num_examples": 20,
         "num_steps": 5,
-        "train_loss": 0.5,
+        "metrics": {"train_loss": 0.5},
+        "headers": {},
+        "body": "tensors",
         "model_version": task.model_version,
         "base_version": task.base_version,
     }
@@ -71,13 +81,26 @@ def header_of(task: Task, device: str, **changes) -> dict:
     return header
 
 
+def raw_frame(kind: int, header_text: str, tensors=()) -> bytes:
+    """A protocol frame written by hand from the documented layout, with any header text
+    (``Infinity``, ``1e400``, broken JSON) and a correct checksum: what a hostile writer,
+    not a damaged file, produces."""
+    descriptors, data = b"", b""
+    for t in tensors:
+        a = np.ascontiguousarray(t, dtype="<f4")
+        descriptors += struct.pack(f"<BBH{a.ndim}I", 2, a.ndim, 0, *a.shape)
+        data += a.tobytes()
+    head = header_text.encode()
+    body = struct.pack("<4sHBBIIQ", MAGIC, 1, kind, 0, len(head), len(tensors), 0)
+    body += head + descriptors + data
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
 def write_update(path: Path, header, delta=None) -> None:
     """An update file with an arbitrary header (a dict, or any JSON value) and delta."""
     delta = delta if delta is not None else honest_update(9).delta
-    arrays = {f"d{i:03d}": d for i, d in enumerate(delta)}
-    arrays["header"] = np.array(json.dumps(header))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_npz_bytes(arrays))
+    path.write_bytes(raw_frame(KIND_ENVELOPE, json.dumps(header), delta))
 
 
 @pytest.fixture(scope="session")

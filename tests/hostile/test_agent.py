@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 
 from fedlab.edge.agent import main
-from fedlab.edge.transport import FileTransport, Task, _npz_bytes
+from fedlab.edge.transport import TASK_FILE, FileTransport
 from fedlab.federated import ClientPlan
+from fedlab.protocol import KIND_TASK, RoundTask, encode, unpack_frame
+from tests.hostile.conftest import raw_frame
 
 PLAN = {"client_id": 3, "round_index": 0, "epochs": 1, "batch_size": 16, "learning_rate": 0.05}
 
@@ -41,21 +43,24 @@ def device(folder: Path, kit, data: str = "data.npz", **overrides) -> Path:
 
 
 def write_task(folder: Path, weights, header: dict | str) -> None:
-    """A task file with any header (bypassing Task's own checks, as a hostile writer would)."""
-    arrays = {f"w{i:03d}": np.asarray(w) for i, w in enumerate(weights)}
-    arrays["header"] = np.array(header if isinstance(header, str) else json.dumps(header))
+    """A task file with any header (bypassing RoundTask's own checks, as a hostile writer
+    would): JSON text as given, ``Infinity`` included, and a correct checksum."""
+    text = header if isinstance(header, str) else json.dumps(header)
     (folder / "exchange").mkdir(parents=True, exist_ok=True)
-    (folder / "exchange" / "task.npz").write_bytes(_npz_bytes(arrays))
+    (folder / "exchange" / TASK_FILE).write_bytes(raw_frame(KIND_TASK, text, weights))
+
+
+def good_task(kit, **plan) -> RoundTask:
+    weights = tuple(np.asarray(w, np.float32) for w in kit["weights"])
+    version = kit["manifest"].info["model"]["version"]
+    return RoundTask.from_client_plan(
+        ClientPlan(**{**PLAN, **plan}), model_version=version, weights=weights
+    )
 
 
 def good_header(kit, **plan) -> dict:
-    weights = tuple(np.asarray(w, np.float32) for w in kit["weights"])
-    task = Task(ClientPlan(**{**PLAN, **plan}), weights, kit["manifest"].info["model"]["version"])
-    return {
-        "plan": {**PLAN, **plan},
-        "model_version": task.model_version,
-        "base_version": task.base_version,
-    }
+    """The header of an honest task frame (its plan a plain dict to edit)."""
+    return unpack_frame(encode(good_task(kit, **plan))).header
 
 
 def run(config: Path, capsys) -> tuple[int, str]:
@@ -72,7 +77,15 @@ BAD_TASKS = {
         {"learning_rate": math.inf},
         "learning_rate must be a finite number > 0, got inf",
     ),
-    "optimizer=adam": ({"optimizer": "adam"}, "optimizer 'adam' does not run on the device"),
+    "optimizer=adam": (
+        {"optimizer": {"name": "adam"}},
+        "optimizer 'adam' does not run on the device",
+    ),
+    "optimizer=rmsprop": (
+        {"optimizer": {"name": "rmsprop"}},
+        "optimizer must be one of ('sgd', 'momentum', 'adam'), got 'rmsprop'",
+    ),
+    "optimizer as text": ({"optimizer": "adam"}, "optimizer must be an object, got 'adam'"),
     "batch over the model's": ({"batch_size": 64}, "exceeds the model's static batch 16"),
     "unknown field": ({"colour": "red"}, "unknown plan fields ['colour']"),
 }
@@ -111,7 +124,29 @@ def test_a_task_whose_header_is_not_json_is_exit_6(agent_kit, tmp_path, capsys) 
     config = device(tmp_path, agent_kit)
     write_task(tmp_path, agent_kit["weights"], "{not json")
     code, err = run(config, capsys)
-    assert code == 6 and "not a valid task (JSONDecodeError" in err
+    assert code == 6 and "not a valid task (header is not valid JSON (JSONDecodeError" in err
+
+
+def test_a_good_hand_written_task_is_trained(agent_kit, tmp_path, capsys) -> None:
+    """write_task's frames are well formed: the refusals above are about their headers."""
+    config = device(tmp_path, agent_kit)
+    write_task(tmp_path, agent_kit["weights"], good_header(agent_kit))
+    code, err = run(config, capsys)
+    assert code == 0, err
+    assert (tmp_path / "exchange" / "updates" / "pi-3-r0.flab").is_file()
+
+
+def test_a_damaged_task_file_is_exit_6(agent_kit, tmp_path, capsys) -> None:
+    config = device(tmp_path, agent_kit)
+    data = bytearray(encode(good_task(agent_kit)))
+    data[len(data) // 2] ^= 0x10
+    (tmp_path / "exchange").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "exchange" / TASK_FILE).write_bytes(bytes(data))
+    code, err = run(config, capsys)
+    assert code == 6 and "not a valid task (damaged: checksum mismatch)" in err, err
+    (tmp_path / "exchange" / TASK_FILE).write_bytes(bytes(data[:100]))
+    code, err = run(config, capsys)
+    assert code == 6 and "not a valid task (truncated or damaged" in err, err
 
 
 def local_data_cases(folder: Path) -> dict[str, tuple[str, str]]:
@@ -192,16 +227,14 @@ def test_the_looping_agent_reports_a_bad_task_and_keeps_polling(agent_kit, tmp_p
             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
         )
     try:
-        update = tmp_path / "exchange" / "updates" / "pi-3-r0.npz"
+        update = tmp_path / "exchange" / "updates" / "pi-3-r0.flab"
         deadline = time.monotonic() + 60
         while "seed must be an int, got 'abc'" not in err.read_text():
             assert proc.poll() is None, err.read_text()
             assert time.monotonic() < deadline, err.read_text()
             time.sleep(0.1)
         assert proc.poll() is None  # still polling after the bad task
-        good = Task(
-            ClientPlan(**PLAN), agent_kit["weights"], agent_kit["manifest"].info["model"]["version"]
-        )
+        good = good_task(agent_kit)
         FileTransport(tmp_path / "exchange").publish(good)
         while not update.exists():
             assert proc.poll() is None, err.read_text()
@@ -212,4 +245,4 @@ def test_the_looping_agent_reports_a_bad_task_and_keeps_polling(agent_kit, tmp_p
         proc.terminate()
         proc.wait(timeout=30)
     accepted, rejected = FileTransport(tmp_path / "exchange").collect(good, devices={"pi-3": 40})
-    assert rejected == [] and [name for name, _ in accepted] == ["pi-3-r0.npz"]
+    assert rejected == [] and [name for name, _ in accepted] == ["pi-3-r0.flab"]
