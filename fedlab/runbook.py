@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
-_log = get_logger(__name__)
+_log = get_logger("fedlab.runbook")  # not __name__: it is "__main__" under python -m
 
 # Parameters a notebook gets when it runs headless (papermill: `make run` and the tests),
 # under the caller's own. Notebook 03 waits for a learner's clicks by default; headless,

@@ -101,3 +101,11 @@ def test_make_hooks_strips_outputs_on_git_add(tmp_path: Path) -> None:
     assert cell["outputs"] == [] and cell["execution_count"] is None
     assert cell["id"] == "abc123"  # --keep-id
     assert "secret" in (repo / "nb.ipynb").read_text()  # the working copy keeps its outputs
+
+
+@pytest.mark.parametrize("module", ["fedlab.runbook", "fedlab.edge.agent", "fedlab.edge.doctor"])
+def test_python_dash_m_still_works(module: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and "--log-level" in proc.stdout, proc.stderr
