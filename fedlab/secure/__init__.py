@@ -23,7 +23,7 @@ from fedlab.secure.identity import (
     UpdateVerifier,
     Verdict,
 )
-from fedlab.secure.seal import SealError, open_sealed, seal
+from fedlab.secure.seal import SealError, aggregator_key, open_sealed, public_bytes, seal
 from fedlab.secure.secagg import (
     ADVERTISE,
     MASKED_INPUT,
@@ -44,7 +44,7 @@ from fedlab.secure.secagg import (
     UnmaskRequest,
     UnmaskResponse,
 )
-from fedlab.secure.simulate import RoundOutcome, plain_sum, run_round
+from fedlab.secure.simulate import RoundOutcome, cost_sweep, plain_sum, run_round, uniformity
 
 __all__ = [
     "ADVERTISE",
@@ -75,10 +75,14 @@ __all__ = [
     "UpdateHeader",
     "UpdateVerifier",
     "Verdict",
+    "aggregator_key",
+    "cost_sweep",
     "neighbourhoods",
     "open_sealed",
     "plain_sum",
     "plan_neighbours",
+    "public_bytes",
     "run_round",
     "seal",
+    "uniformity",
 ]

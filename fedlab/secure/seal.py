@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from fedlab.secure.prg import derive_key
 
-__all__ = ["SealError", "open_sealed", "public_bytes", "seal"]
+__all__ = ["SealError", "aggregator_key", "open_sealed", "public_bytes", "seal"]
 
 _INFO = b"fedlab/seal/v1"
 _NONCE = bytes(12)  # the key is fresh per message
@@ -24,6 +24,11 @@ _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 class SealError(ValueError):
     """A sealed payload did not open (wrong key, tampered bytes or associated data)."""
+
+
+def aggregator_key() -> X25519PrivateKey:
+    """A fresh X25519 key for the aggregator (publish :func:`public_bytes` of it)."""
+    return X25519PrivateKey.generate()
 
 
 def public_bytes(private_key: X25519PrivateKey) -> bytes:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from fedlab.secure.fixedpoint import FixedPoint, IntegerNoise
+from fedlab.secure.graph import plan_neighbours
 from fedlab.secure.identity import DeviceIdentity, IdentityRegistry
 from fedlab.secure.secagg import (
     ADVERTISE,
@@ -27,11 +28,12 @@ from fedlab.secure.secagg import (
     RoundSetup,
     SecAggAborted,
     SecAggClient,
+    SecAggConfig,
     SecAggResult,
     SecAggServer,
 )
 
-__all__ = ["RoundOutcome", "plain_sum", "run_round"]
+__all__ = ["RoundOutcome", "cost_sweep", "plain_sum", "run_round", "uniformity"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,3 +206,98 @@ def run_round(
         client_refusals=refusals,
         server=server,
     )
+
+
+def uniformity(vector: np.ndarray, *, bins: int = 64) -> dict[str, float]:
+    """How uniform a ring vector looks: a chi-square test on its top bits.
+
+    Returns the statistic, its degrees of freedom and the Wilson-Hilferty z-score (about
+    N(0, 1) for uniform data; a plain encoding of an update scores in the thousands).
+    """
+    v = np.asarray(vector)
+    if v.dtype not in (np.uint32, np.uint64) or v.size < 5 * bins:
+        raise ValueError(
+            f"need a uint32/uint64 vector of >= {5 * bins} entries, got {v.dtype} {v.shape}"
+        )
+    if bins < 2 or bins & (bins - 1):
+        raise ValueError(f"bins must be a power of two >= 2, got {bins!r}")
+    shift = 8 * v.dtype.itemsize - int(np.log2(bins))
+    counts = np.bincount((v >> v.dtype.type(shift)).astype(np.int64), minlength=bins)
+    expected = v.size / bins
+    chi2 = float(np.sum((counts - expected) ** 2) / expected)
+    k = bins - 1
+    z = ((chi2 / k) ** (1 / 3) - (1 - 2 / (9 * k))) / np.sqrt(2 / (9 * k))
+    return {"chi2": chi2, "dof": float(k), "z": float(z)}
+
+
+def cost_sweep(
+    cohorts: Collection[int],
+    dropouts: Collection[float],
+    *,
+    dimension: int,
+    graph: str = "complete",
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Protocol cost against cohort size and dropout rate (clients lost after sharing keys).
+
+    Parameters
+    ----------
+    cohorts, dropouts : collections
+        Cohort sizes and dropout fractions to try (every pair).
+    dimension : int
+        Update parameters.
+    graph : {"complete", "planned"}
+        Bonawitz's complete graph, or the SecAgg+ degree :func:`plan_neighbours` picks for
+        each dropout rate.
+    seed : int
+        Seeds updates, example counts, who drops and the graph.
+
+    Returns
+    -------
+    list of dict
+        One row per pair: upload expansion over float32, median client masking CPU ms,
+        server unmasking CPU ms, plain weighted-sum CPU ms, and whether the round succeeded.
+    """
+    if graph not in ("complete", "planned"):
+        raise ValueError(f"graph must be 'complete' or 'planned', got {graph!r}")
+    rows = []
+    for n in cohorts:
+        rng = np.random.default_rng(seed)
+        updates = {c: rng.normal(0, 0.05, dimension).astype(np.float32) for c in range(n)}
+        counts = {c: int(rng.integers(1, 100)) for c in range(n)}
+        for p in dropouts:
+            if graph == "planned":
+                k, t = plan_neighbours(n, min(p, 0.49))
+            else:
+                k, t = n - 1, (n - 1) // 2 + 1
+            config = SecAggConfig(threshold=t, clip=1.0, num_neighbours=k, max_examples=100)
+            setup = RoundSetup.create(
+                config,
+                round_index=0,
+                cohort=range(n),
+                dimension=dimension,
+                seed=f"sweep {seed} {n} {p}".encode().ljust(32, b"."),
+            )
+            lost = set(rng.choice(n, size=round(p * n), replace=False).tolist())
+            out = run_round(setup, updates, counts, drop={MASKED_INPUT: lost})
+            survivors = sorted(set(range(n)) - lost)
+            c0 = time.process_time()
+            total = np.zeros(dimension)
+            for c in survivors:
+                total += counts[c] * updates[c]
+            plain_ms = 1e3 * (time.process_time() - c0)
+            full = [out.upload_bytes[c] for c in survivors]
+            rows.append(
+                {
+                    "cohort": n,
+                    "dropout": p,
+                    "degree": setup.degree,
+                    "threshold": t,
+                    "ok": out.ok,
+                    "upload expansion": float(np.mean(full)) / (4 * dimension),
+                    "client masking ms": 1e3 * out.client_cpu_seconds.get(MASKED_INPUT, 0.0),
+                    "server unmask ms": 1e3 * out.server_cpu_seconds.get(UNMASK, float("nan")),
+                    "plain aggregate ms": plain_ms,
+                }
+            )
+    return rows
