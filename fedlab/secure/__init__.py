@@ -9,6 +9,23 @@
 * :mod:`~fedlab.secure.seal` — sealing a payload to the aggregator (X25519 + ChaCha20-Poly1305).
 * :mod:`~fedlab.secure.dp` — where DP noise plugs in.
 * :mod:`~fedlab.secure.simulate` — the in-process driver.
+
+How a cohort-level server stage drives one round (the transport carries the messages; a
+``receive_*`` call gets whatever arrived before the stage deadline, and whoever is missing
+has dropped out)::
+
+    setup = RoundSetup.create(config, round_index=r, cohort=ids, dimension=d)  # sent with tasks
+    server = SecAggServer(setup, registry=registry)        # registry: signed key adverts
+    # device:  client = SecAggClient(setup, my_id, identity=my_identity)
+    b = server.receive_advertisements([...client.advertise_keys()...])    # -> per-client
+    s = server.receive_shares([...client.share_keys(b[id])...])           # -> per-client
+    # device signs MaskedInput.payload() with its Ed25519 key (UpdateVerifier checks it as a
+    # per-envelope stage, then MaskedInput.from_payload rebuilds it)
+    u = server.receive_masked_inputs([...client.masked_input(s[id], delta, n)...])
+    result = server.receive_unmask_responses([...client.unmask(u[id])...])  # SecAggResult
+    # strategy: DP noise on result.total, then result.total / result.num_examples, server step
+
+Any ``receive_*`` may raise :class:`SecAggAborted` (``.stage``, ``.reason``): apply nothing.
 """
 
 from __future__ import annotations

@@ -353,6 +353,22 @@ class MaskedInput:
         """Payload bytes on the wire."""
         return 2 * _ID + int(self.vector.nbytes)
 
+    def payload(self) -> bytes:
+        """The bytes a device signs and sends (little-endian ring words)."""
+        return self.vector.astype(self.vector.dtype.newbyteorder("<"), copy=False).tobytes()
+
+    @classmethod
+    def from_payload(cls, setup: RoundSetup, client_id: int, payload: bytes) -> MaskedInput:
+        """Rebuild from :meth:`payload` (after the envelope's signature was verified)."""
+        dtype = np.dtype(setup.codec.dtype).newbyteorder("<")
+        expected = (setup.dimension + 1) * dtype.itemsize
+        if len(payload) != expected:
+            raise ValueError(
+                f"masked payload of {len(payload)} bytes, the round expects {expected}"
+            )
+        vector = np.frombuffer(payload, dtype=dtype).astype(setup.codec.dtype)
+        return cls(int(client_id), setup.round_index, vector)
+
 
 @dataclass(frozen=True, slots=True)
 class UnmaskRequest:
