@@ -116,7 +116,9 @@ class SecAggConfig:
     ----------
     threshold : int
         Shares needed to reconstruct a client's secret (t). Must be a strict majority of the
-        neighbourhood: ``k // 2 < t <= k``.
+        neighbourhood, ``k // 2 < t <= k``: each neighbour reveals only one of a client's two
+        secrets, so a server that tells some neighbours "it dropped" and others "it survived"
+        still cannot collect t shares of both and unmask that client's input.
     clip : float
         Per-coordinate clipping bound of the fixed-point encoding.
     num_neighbours : int, optional

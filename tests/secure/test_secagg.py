@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scipy import stats
 
 from fedlab.secure import (
     ADVERTISE,
@@ -26,6 +25,7 @@ from fedlab.secure import (
     UnmaskRequest,
     plain_sum,
     run_round,
+    uniformity,
 )
 
 MAX_EXAMPLES = 50
@@ -169,14 +169,11 @@ def test_masked_vectors_look_uniform_while_the_encoding_does_not():
     updates = {c: np.full(setup.dimension, 0.25) for c in setup.cohort}
     out = run_round(setup, updates, dict.fromkeys(setup.cohort, 10), keep_masked=True)
     assert out.ok
-    bins = 64
     for vec in out.masked.values():
-        counts = np.bincount((vec[1:] >> np.uint32(26)).astype(np.int64), minlength=bins)
-        assert stats.chisquare(counts).pvalue > 1e-6
+        # chi-square over the top 6 bits: |z| < 6 fails a uniform vector about once in 1e9
+        assert abs(uniformity(vec[1:])["z"]) < 6
         assert abs(np.corrcoef(vec[1:].astype(float), np.arange(vec.size - 1))[0, 1]) < 0.05
-    plain = setup.codec.encode(updates[10], 10)
-    counts = np.bincount((plain[1:] >> np.uint32(26)).astype(np.int64), minlength=bins)
-    assert stats.chisquare(counts).pvalue < 1e-100  # the test can tell
+    assert uniformity(setup.codec.encode(updates[10], 10)[1:])["z"] > 1000  # the test can tell
 
 
 def test_sparse_secagg_plus_graph_recovers_from_dropouts_at_every_stage():
