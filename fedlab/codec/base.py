@@ -133,9 +133,10 @@ def check_arrays(arrays: Any) -> Arrays:
         arr = np.asarray(a)
         if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise TypeError(f"tensor {i} must hold real numbers, got dtype {arr.dtype}")
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = arr.astype(np.float32, copy=False)
-        if not np.all(np.isfinite(arr)):
+        if arr.dtype != np.float32:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float32)
+        if not np.isfinite(arr).all():
             bad = arr[~np.isfinite(arr)].ravel()[0]
             raise ValueError(f"tensor {i} holds a non-finite value ({bad!r}) after float32")
         out.append(arr)
@@ -241,8 +242,12 @@ class Quantizer(Stage):
     role = "quantizer"
 
     @abstractmethod
-    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
-        """The bytes of the values (``counts[i]`` of them belong to tensor ``i``)."""
+    def write(
+        self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
+        """The bytes of the values (``counts[i]`` of them belong to tensor ``i``) and the
+        float32 values :meth:`read` will decode from them, computed the same way (error
+        feedback uses them, so it never has to decode its own payload)."""
 
     @abstractmethod
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
@@ -288,8 +293,10 @@ class Float32(Quantizer):
 
     name: ClassVar[str] = "float32"
 
-    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
-        return values.astype("<f4").tobytes()
+    def write(
+        self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
+        return values.astype("<f4").tobytes(), values
 
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
         return r.array(sum(counts), "<f4", "float32 values")
@@ -358,23 +365,44 @@ class Chain(Codec):
     def encode(self, arrays: Sequence[np.ndarray], state: CodecState) -> tuple[bytes, CodecState]:
         if not isinstance(state, CodecState):
             raise TypeError(f"state must be a CodecState, got {type(state).__name__}")
-        checked = check_arrays(arrays)
+        payload, _ = self.encode_checked(check_arrays(arrays), state)
+        return payload, state.advanced(state.residual)
+
+    def encode_checked(self, checked: Arrays, state: CodecState) -> tuple[bytes, np.ndarray]:
+        """Encode arrays :func:`check_arrays` accepted; the payload and, flattened and
+        concatenated, exactly what :meth:`decode` will return for it."""
         rng = state.rng()
         sizes = [a.size for a in checked]
         flat = np.concatenate([a.reshape(-1) for a in checked]) if checked else np.zeros(0)
         body = b""
-        values, counts = flat, sizes
-        if self.sparsifier is not None:
+        if self.sparsifier is None:
+            values, counts = flat, sizes
+        else:
             body, chosen = self.sparsifier.select(flat, sizes, rng)
             values = flat[chosen]
             counts = [self.sparsifier.count(n) for n in sizes]
-        body += self.quantizer.write(values, counts, rng)
+        value_bytes, sent_values = self.quantizer.write(values, counts, rng)
+        body += value_bytes
+        if self.sparsifier is None:
+            sent = sent_values.astype(np.float32, copy=False)
+        else:
+            sent = self._scatter(sizes, counts, chosen, sent_values.astype(np.float32))
         if self.entropy is not None:
             body = self.entropy.compress(body)
         shapes = tuple(a.shape for a in checked)
-        return pack_container(KIND_UPDATE, self.wire_config, shapes, body), state.advanced(
-            state.residual
-        )
+        return pack_container(KIND_UPDATE, self.wire_config, shapes, body), sent
+
+    def _scatter(
+        self, sizes: Sequence[int], counts: Sequence[int], idx: np.ndarray, values: np.ndarray
+    ) -> np.ndarray:
+        """The dense vector the decoder builds from chosen positions and their values."""
+        assert self.sparsifier is not None
+        factors = [self.sparsifier.rescale(n) for n in sizes]
+        if any(f != 1.0 for f in factors):
+            values = values * np.repeat(np.asarray(factors, np.float32), counts)
+        flat = np.zeros(sum(sizes), dtype=np.float32)
+        flat[idx] = values
+        return flat
 
     # -- decoding ----------------------------------------------------------------------
     def _raw_bound(self, shapes: Shapes) -> int:
@@ -420,11 +448,7 @@ class Chain(Codec):
             idx = self.sparsifier.read(r, sizes)
             values = self.quantizer.read(r, counts).astype(np.float32)
             r.expect_end()
-            factors = [self.sparsifier.rescale(n) for n in sizes]
-            if any(f != 1.0 for f in factors):
-                values = values * np.repeat(np.asarray(factors, np.float32), counts)
-            flat = np.zeros(sum(sizes), dtype=np.float32)
-            flat[idx] = values
+            flat = self._scatter(sizes, counts, idx, values)
         out = [seg.reshape(s) for seg, s in zip(segments(flat, sizes), shapes, strict=True)]
         if not np.all(np.isfinite(flat)):
             bad = next(k for k, a in enumerate(out) if not np.all(np.isfinite(a)))

@@ -16,7 +16,17 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fedlab.codec.base import Codec, CodecState, _expect_keys, check_arrays, from_config, register
+from fedlab.codec.base import (
+    Chain,
+    Codec,
+    CodecState,
+    Stage,
+    _expect_keys,
+    check_arrays,
+    from_config,
+    register,
+    segments,
+)
 
 __all__ = ["ErrorFeedback"]
 
@@ -48,10 +58,19 @@ class ErrorFeedback(Codec):
                 raise ValueError(f"residual shapes {got} do not match the update's {shapes}")
             with np.errstate(over="ignore"):  # an overflow is refused by the codec's check
                 corrected = tuple(a + r for a, r in zip(update, state.residual, strict=True))
-        payload, inner_state = self.codec.encode(corrected, state)
-        sent = self.codec.decode(payload, shapes)
-        residual = tuple(c - s for c, s in zip(corrected, sent, strict=True))
-        return payload, CodecState(seed=inner_state.seed, step=inner_state.step, residual=residual)
+        inner = Chain((self.codec,)) if isinstance(self.codec, Stage) else self.codec
+        if isinstance(inner, Chain):
+            # The chain reports what the server will decode (bit for bit, tested).
+            payload, sent = inner.encode_checked(check_arrays(corrected), state)
+            residual = tuple(
+                c - s.reshape(c.shape)
+                for c, s in zip(corrected, segments(sent, [c.size for c in corrected]), strict=True)
+            )
+        else:
+            payload, _ = self.codec.encode(corrected, state)
+            decoded = self.codec.decode(payload, shapes)
+            residual = tuple(c - d for c, d in zip(corrected, decoded, strict=True))
+        return payload, state.advanced(residual)
 
     def decode(self, payload: bytes, shapes: Sequence[Sequence[int]]) -> tuple[np.ndarray, ...]:
         return self.codec.decode(payload, shapes)

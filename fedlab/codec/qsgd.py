@@ -47,15 +47,18 @@ def stochastic_levels(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Signed integer levels in ``[-levels, levels]`` with ``E[level] = v/scale·levels``
-    (``scale`` the value's tensor's)."""
+    (``scale`` the value's tensor's), in float32 arithmetic."""
     if values.size == 0:
         return np.zeros(0, dtype=np.int16)
-    wide = scales.astype(np.float64)
-    inv = np.divide(levels, wide, out=np.zeros_like(wide), where=wide > 0)
-    u = np.minimum(np.abs(values) * np.repeat(inv, counts), levels)
+    wide = scales.astype(np.float32)
+    inv = np.divide(np.float32(levels), wide, out=np.zeros_like(wide), where=wide > 0)
+    u = np.abs(values, dtype=np.float32) * np.repeat(inv, counts)
+    np.minimum(u, np.float32(levels), out=u)
     low = np.floor(u)
-    level = low + (rng.random(values.size) < (u - low))
-    return (np.sign(values) * level).astype(np.int16)
+    up = rng.random(values.size, dtype=np.float32) < (u - low)
+    level = low.astype(np.int16) + up
+    np.negative(level, out=level, where=values < 0)
+    return level
 
 
 def read_scales(r: Reader, count: int) -> np.ndarray:
@@ -103,18 +106,24 @@ class QSGD(Quantizer):
     def levels(self) -> int:
         return 2 ** (self.bits - 1) - 1
 
-    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+    def write(
+        self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
         s = self.levels
         scales = tensor_scales(values, counts, self.norm)
-        codes = stochastic_levels(values, scales, counts, s, rng) + s
-        return scales.astype("<f4").tobytes() + pack_bits(codes, self.bits)
+        codes = (stochastic_levels(values, scales, counts, s, rng) + s).astype(np.uint8)
+        data = scales.astype("<f4").tobytes() + pack_bits(codes, self.bits)
+        return data, self._values(codes, scales, counts)
+
+    def _values(self, codes: np.ndarray, scales: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+        s = np.float32(self.levels)
+        return (codes.astype(np.float32) - s) * np.repeat(scales / s, counts)
 
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
         s = self.levels
         scales = read_scales(r, len(counts))
         codes = unpack_bits(r, sum(counts), self.bits, limit=2 * s + 1, what="qsgd codes")
-        step = np.repeat(scales / np.float32(s), counts)
-        return (codes.astype(np.float32) - np.float32(s)) * step
+        return self._values(codes, scales, counts)
 
     def value_bound(self, counts: Sequence[int]) -> int:
         return 4 * len(counts) + packed_bits_size(sum(counts), self.bits)

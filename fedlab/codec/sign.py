@@ -30,7 +30,9 @@ class Sign(Quantizer):
 
     name: ClassVar[str] = "sign"
 
-    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+    def write(
+        self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
         scales = np.array(
             [
                 np.mean(np.abs(seg), dtype=np.float64) if seg.size else 0.0
@@ -38,13 +40,18 @@ class Sign(Quantizer):
             ],
             dtype=np.float32,
         )
-        return scales.astype("<f4").tobytes() + pack_bits(values < 0, 1)
+        negative = values < 0
+        data = scales.astype("<f4").tobytes() + pack_bits(negative, 1)
+        return data, self._values(negative, scales, counts)
+
+    @staticmethod
+    def _values(negative: np.ndarray, scales: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+        magnitude = np.repeat(scales, counts)
+        return np.where(negative.astype(bool), -magnitude, magnitude).astype(np.float32)
 
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
         scales = read_scales(r, len(counts))
-        negative = unpack_bits(r, sum(counts), 1, limit=2, what="signs")
-        magnitude = np.repeat(scales, counts)
-        return np.where(negative.astype(bool), -magnitude, magnitude).astype(np.float32)
+        return self._values(unpack_bits(r, sum(counts), 1, limit=2, what="signs"), scales, counts)
 
     def value_bound(self, counts: Sequence[int]) -> int:
         return 4 * len(counts) + packed_bits_size(sum(counts), 1)

@@ -33,15 +33,21 @@ class Ternary(Quantizer):
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
 
-    def write(self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator) -> bytes:
+    def write(
+        self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
+    ) -> tuple[bytes, np.ndarray]:
         scales = tensor_scales(values, counts, self.norm)
         trits = (stochastic_levels(values, scales, counts, 1, rng) + 1).astype(np.uint8)
-        return scales.astype("<f4").tobytes() + pack_trits(trits)
+        data = scales.astype("<f4").tobytes() + pack_trits(trits)
+        return data, self._values(trits, scales, counts)
+
+    @staticmethod
+    def _values(trits: np.ndarray, scales: np.ndarray, counts: Sequence[int]) -> np.ndarray:
+        return (trits.astype(np.float32) - np.float32(1)) * np.repeat(scales, counts)
 
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
         scales = read_scales(r, len(counts))
-        trits = unpack_trits(r, sum(counts), what="ternary digits")
-        return (trits.astype(np.float32) - np.float32(1)) * np.repeat(scales, counts)
+        return self._values(unpack_trits(r, sum(counts), what="ternary digits"), scales, counts)
 
     def value_bound(self, counts: Sequence[int]) -> int:
         return 4 * len(counts) + packed_trits_size(sum(counts))

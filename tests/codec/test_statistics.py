@@ -102,3 +102,39 @@ def test_error_feedback_state_carries_the_residual_norm() -> None:
     (sent,) = codec.decode(payload, [(10,)])
     np.testing.assert_array_equal(sent, np.eye(10, dtype=np.float32)[9] * 9)
     assert state.residual_norm() == pytest.approx(np.linalg.norm(np.arange(9)))
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        TopK(0.05),
+        Sign(),
+        QSGD(bits=4),
+        Ternary(),
+        RandomK(0.2),
+        chain(TopK(0.01), QSGD(bits=2)),
+        chain(RandomK(0.3, unbiased=False), Sign()),
+    ],
+    ids=lambda c: str(c.get_config()),
+)
+def test_error_feedback_residual_is_exactly_what_the_server_did_not_get(inner) -> None:
+    """The encoder computes what the server will decode without decoding its own payload:
+    it must agree with the decoder bit for bit."""
+    codec = ErrorFeedback(inner)
+    rng = np.random.default_rng(3)
+    state = codec.init_state(seed=2)
+    for _ in range(3):
+        x = (
+            rng.standard_normal((7, 5)).astype(np.float32),
+            rng.standard_normal(40).astype(np.float32),
+        )
+        corrected = (
+            x
+            if state.residual is None
+            else tuple(a + r for a, r in zip(x, state.residual, strict=True))
+        )
+        payload, state = codec.encode(x, state)
+        decoded = codec.decode(payload, [(7, 5), (40,)])
+        assert state.residual is not None
+        for c, d, r in zip(corrected, decoded, state.residual, strict=True):
+            assert (c - d).tobytes() == r.tobytes()
