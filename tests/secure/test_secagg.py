@@ -173,7 +173,7 @@ def test_masked_vectors_look_uniform_while_the_encoding_does_not():
         # chi-square over the top 6 bits: |z| < 6 fails a uniform vector about once in 1e9
         assert abs(uniformity(vec[1:])["z"]) < 6
         assert abs(np.corrcoef(vec[1:].astype(float), np.arange(vec.size - 1))[0, 1]) < 0.05
-    assert uniformity(setup.codec.encode(updates[10], 10)[1:])["z"] > 1000  # the test can tell
+    assert uniformity(setup.codec.encode(updates[10], 10)[1:])["z"] > 100  # the test can tell
 
 
 def test_sparse_secagg_plus_graph_recovers_from_dropouts_at_every_stage():
