@@ -1,5 +1,8 @@
 """The device agent: verify the kit, load local data, train on each task, hand the update on.
 
+Tasks arrive as :class:`fedlab.protocol.RoundTask` frames and updates leave as
+:class:`fedlab.protocol.UpdateEnvelope` frames (through the configured transport).
+
 Usage::
 
     python -m fedlab.edge.agent --config /etc/fedlab/device.json           # one task

@@ -22,13 +22,18 @@ from fedlab.federated.types import ClientPlan, ClientUpdate
 
 __all__ = [
     "EDGETPU_LIBRARY",
+    "HEAD_OPTIMIZERS",
     "EdgeTPUUnavailable",
     "EmbeddingBackbone",
     "HeadTrainer",
+    "softmax_head_gradient",
     "softmax_head_step",
 ]
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+
+#: Client optimizers the head trainer runs (Adam does not run on the device).
+HEAD_OPTIMIZERS = ("sgd", "momentum")
 
 
 class EdgeTPUUnavailable(RuntimeError):
@@ -150,13 +155,11 @@ class EmbeddingBackbone:
         return out
 
 
-def softmax_head_step(
-    kernel: np.ndarray, bias: np.ndarray, h: np.ndarray, y: np.ndarray, lr: float
+def softmax_head_gradient(
+    kernel: np.ndarray, bias: np.ndarray, h: np.ndarray, y: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """One SGD step of softmax regression ``z = h·W + b`` on a batch (pure kernel).
-
-    Returns the new kernel, the new bias and the batch's mean cross-entropy before the step.
-    """
+    """Gradient of the mean cross-entropy of softmax regression ``z = h·W + b`` on a batch
+    (pure kernel): ``(dW, db, loss)``, the loss taken before any step."""
     z = h @ kernel + bias
     z = z - z.max(axis=1, keepdims=True)
     p = np.exp(z)
@@ -165,7 +168,18 @@ def softmax_head_step(
     loss = float(-np.log(np.maximum(p[np.arange(n), y], 1e-30)).mean())
     p[np.arange(n), y] -= 1.0
     p /= n
-    return kernel - lr * (h.T @ p), bias - lr * p.sum(axis=0), loss
+    return h.T @ p, p.sum(axis=0), loss
+
+
+def softmax_head_step(
+    kernel: np.ndarray, bias: np.ndarray, h: np.ndarray, y: np.ndarray, lr: float
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """One SGD step of softmax regression ``z = h·W + b`` on a batch (pure kernel).
+
+    Returns the new kernel, the new bias and the batch's mean cross-entropy before the step.
+    """
+    dw, db, loss = softmax_head_gradient(kernel, bias, h, y)
+    return kernel - lr * dw, bias - lr * db, loss
 
 
 class HeadTrainer:
@@ -212,9 +226,21 @@ class HeadTrainer:
     def train(
         self, global_weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray, plan: ClientPlan
     ) -> ClientUpdate:
-        """SGD on the head for ``plan.epochs`` epochs over the local examples."""
-        if plan.optimizer != "sgd":
-            raise ValueError(f"the Coral head trains with plain SGD, got {plan.optimizer!r}")
+        """``plan.epochs`` epochs on the head over the local examples, with the plan's client
+        optimizer as every trainer runs it: SGD, or SGD with momentum ``β``
+        (``m ← βm + g; w ← w − ηm``), and FedProx's ``μ`` (``g ← g + μ(w − w_global)``,
+        the gradient of ``μ/2 ‖w − w_global‖²`` added to the loss).
+
+        Raises
+        ------
+        ValueError
+            An optimizer the head does not run (Adam), wrong weight shapes or bad labels.
+        """
+        if plan.optimizer not in HEAD_OPTIMIZERS:
+            raise ValueError(
+                f"optimizer {plan.optimizer!r} does not run on the Coral head; use one of "
+                f"{HEAD_OPTIMIZERS}"
+            )
         if len(global_weights) != len(self.weight_shapes):
             n = len(self.weight_shapes)
             raise ValueError(f"expected {n} global weight arrays, got {len(global_weights)}")
@@ -229,8 +255,15 @@ class HeadTrainer:
         h = self._embeddings(x).astype(np.float64)
         schedule = batch_schedule(len(y), plan.batch_size, plan.epochs, plan.seed)
         w, c, total = kernel.copy(), bias.copy(), 0.0
+        mu, lr = plan.proximal_mu, plan.learning_rate
+        beta = plan.momentum if plan.optimizer == "momentum" else 0.0
+        mw, mc = np.zeros_like(w), np.zeros_like(c)
         for idx in schedule:
-            w, c, loss = softmax_head_step(w, c, h[idx], y[idx], plan.learning_rate)
+            gw, gc, loss = softmax_head_gradient(w, c, h[idx], y[idx])
+            if mu:
+                gw, gc = gw + mu * (w - kernel), gc + mu * (c - bias)
+            mw, mc = beta * mw + gw, beta * mc + gc
+            w, c = w - lr * mw, c - lr * mc
             total += loss * len(idx)
         delta = [np.zeros(s, np.float32) for s in self.weight_shapes]
         delta[k] = (w - kernel).astype(np.float32)

@@ -61,6 +61,38 @@ def test_update_equals_the_keras_reference(name, optimizer, mu, batch) -> None:
     assert got.metrics["train_loss"] == pytest.approx(expected.metrics["train_loss"], rel=1e-5)
 
 
+def test_fedprox_pulls_the_litert_update_toward_the_global_weights() -> None:
+    """The trainable model's ``train`` signature takes μ (its anchor is the weights last
+    set, i.e. the global model): a larger μ keeps the local model closer to it, and the
+    update still equals the Keras reference's FedProx update."""
+    data = federated_digits(num_clients=20, seed=1)
+    client = data.clients[4]
+    build = lambda: build_model("digits_cnn", data.input_shape, data.num_classes)  # noqa: E731
+    reference = KerasRuntime(build)
+    trainer = trainer_for(build())
+    weights = reference.initial_weights()
+
+    def plan(mu: float) -> ClientPlan:
+        return ClientPlan(
+            client_id=4,
+            round_index=0,
+            epochs=3,
+            batch_size=16,
+            learning_rate=0.1,
+            proximal_mu=mu,
+            seed=2,
+        )
+
+    def drift(delta) -> float:
+        return float(np.sqrt(sum(np.sum(np.square(d, dtype=np.float64)) for d in delta)))
+
+    updates = {mu: trainer.train(weights, client.x, client.y, plan(mu)) for mu in (0.0, 1.0, 4.0)}
+    drifts = [drift(u.delta) for u in updates.values()]
+    assert drifts[0] > drifts[1] > drifts[2] > 0, drifts  # μ = 0 would be FedAvg: no pull
+    expected = reference.train_one(weights, ClientData(4, client.x, client.y), plan(1.0))
+    assert rel_diff(updates[1.0].delta, expected.delta) < 1e-4
+
+
 def test_head_only_update_equals_the_frozen_keras_reference() -> None:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(37, 16, 16, 3)).astype(np.float32), rng.integers(0, 10, 37)
