@@ -36,11 +36,11 @@ def main() -> int:
     from fedlab.data.federated_dataset import ClientData
     from fedlab.edge.bench import latency
     from fedlab.edge.model import TrainableModel
-    from fedlab.edge.transport import Task
     from fedlab.federated import ClientPlan, KerasRuntime
     from fedlab.federated.aggregate import relative_difference
     from fedlab.kits import build_kit, make_emulated_devices, run_emulated_round
     from fedlab.models import build_model
+    from fedlab.protocol import RoundTask
 
     # One thread for TensorFlow too, so both runtimes are compared on one core.
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -96,7 +96,8 @@ def main() -> int:
     plan = ClientPlan(
         client_id=0, round_index=0, epochs=5, batch_size=16, learning_rate=0.05, seed=3
     )
-    task = Task(plan, weights, kit.manifest.info["model"]["version"])
+    version = kit.manifest.info["model"]["version"]
+    task = RoundTask.from_client_plan(plan, model_version=version, weights=weights)
     start = time.perf_counter()
     result = run_emulated_round([device], work / "fleet" / "exchange", task)
     wall = time.perf_counter() - start

@@ -33,9 +33,18 @@ import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from fedlab.edge.transport import FileTransport, Task, _npz_bytes
+from fedlab.edge.transport import TASK_FILE, FileTransport
 from fedlab.federated import ClientPlan, ClientUpdate, Federation, FederationConfig
 from fedlab.federated.checkpoint import FederationState, latest_checkpoint, save_checkpoint
+from fedlab.protocol import (
+    KIND_ENVELOPE,
+    KIND_TASK,
+    RoundTask,
+    UpdateEnvelope,
+    encode,
+    unpack_frame,
+)
+from tests.hostile.conftest import raw_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 SHAPES = ((4, 3), (3,))
@@ -47,11 +56,15 @@ def tally(item: str, outcome: str) -> None:
     RESULTS.setdefault(item, Counter())[outcome] += 1
 
 
-def task(round_index: int = 1, weights=WEIGHTS) -> Task:
+def task(round_index: int = 1, weights=WEIGHTS) -> RoundTask:
     plan = ClientPlan(
         client_id=0, round_index=round_index, epochs=1, batch_size=4, learning_rate=0.1
     )
-    return Task(plan, weights, "kit-v1")
+    return RoundTask.from_client_plan(plan, model_version="kit-v1", weights=weights)
+
+
+def envelope(t: RoundTask, update: ClientUpdate) -> UpdateEnvelope:
+    return UpdateEnvelope.from_client_update(update, t)
 
 
 def honest(seed: int, n: int = 20) -> ClientUpdate:
@@ -63,41 +76,43 @@ def honest(seed: int, n: int = 20) -> ClientUpdate:
 NEW_COLLECT = "devices" in inspect.signature(FileTransport.collect).parameters
 
 
-def collect(exchange: FileTransport, t: Task, devices=("a", "b", "c", "m")):
+def collect(exchange: FileTransport, t: RoundTask, devices=("a", "b", "c", "m")):
     if NEW_COLLECT:
         return exchange.collect(t, devices=dict.fromkeys(devices, 40))
     return exchange.collect(t.round_index, SHAPES)
 
 
-def header(t: Task, device: str, **changes) -> dict:
+def header(t: RoundTask, device: str, **changes) -> dict:
     h = {
         "device_id": device,
         "client_id": 0,
         "round_index": t.round_index,
         "num_examples": 20,
         "num_steps": 5,
-        "train_loss": 0.5,
+        "metrics": {"train_loss": 0.5},
+        "headers": {},
+        "body": "tensors",
         "model_version": t.model_version,
+        "base_version": t.base_version,
     }
-    if getattr(t, "base_version", None):
-        h["base_version"] = t.base_version
+    if "train_loss" in changes:
+        h["metrics"] = {"train_loss": changes.pop("train_loss")}
     h.update(changes)
     return h
 
 
 def write(path: Path, head, delta=None, raw: str | None = None) -> None:
-    arrays = {f"d{i:03d}": d for i, d in enumerate(delta or honest(3).delta)}
-    arrays["header"] = np.array(raw if raw is not None else json.dumps(head))
+    text = raw if raw is not None else json.dumps(head)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(_npz_bytes(arrays))
+    path.write_bytes(raw_frame(KIND_ENVELOPE, text, delta or honest(3).delta))
 
 
 def judge_victim(
     exchange: FileTransport,
-    t: Task,
+    t: RoundTask,
     item: str,
     devices=("a", "b", "c", "m"),
-    victim="m-r1.npz",
+    victim="m-r1.flab",
     original=None,
 ):
     try:
@@ -105,7 +120,7 @@ def judge_victim(
     except Exception:
         return tally(item, "crashed")
     got = dict(accepted)
-    if not all(f"{d}-r1.npz" in got for d in "abc"):
+    if not all(f"{d}-r1.flab" in got for d in "abc"):
         return tally(item, "crashed")  # valid updates of the round lost
     if victim in dict(rejected):
         return tally(item, "refused")
@@ -126,23 +141,23 @@ def update_files(tmp: Path) -> None:
     base = tmp / "base"
     ex = FileTransport(base)
     for i, d in enumerate("abcm"):
-        ex.submit(d, t, honest(i))
-    original = (ex.updates / "m-r1.npz").read_bytes()
+        ex.submit(d, envelope(t, honest(i)))
+    original = (ex.updates / "m-r1.flab").read_bytes()
     for at in range(len(original)):  # item 1: every single-byte flip
         raw = bytearray(original)
         raw[at] ^= 0xFF
-        (ex.updates / "m-r1.npz").write_bytes(bytes(raw))
+        (ex.updates / "m-r1.flab").write_bytes(bytes(raw))
         judge_victim(ex, t, "1 update-file byte flips", original=honest(3))
     for cut in range(0, len(original), 4):  # item 1: truncations
-        (ex.updates / "m-r1.npz").write_bytes(original[:cut])
+        (ex.updates / "m-r1.flab").write_bytes(original[:cut])
         judge_victim(ex, t, "1 update-file truncations", original=honest(3))
     values = [10**9, 41, math.inf, True, math.nan, 2.5, "20", 0, -3, None]
     for v in values:  # item 2: num_examples in the header
-        write(ex.updates / "m-r1.npz", header(t, "m", num_examples=v))
+        write(ex.updates / "m-r1.flab", header(t, "m", num_examples=v))
         judge_victim(ex, t, "2 num_examples in update files")
     for raw in ('{"x": 1e400}', "[1, 2]", '"text"', "null", "{"):
         write(
-            ex.updates / "m-r1.npz",
+            ex.updates / "m-r1.flab",
             None,
             raw=raw.replace(
                 '{"x": 1e400}',
@@ -151,38 +166,38 @@ def update_files(tmp: Path) -> None:
         )
         judge_victim(ex, t, "1 random/invalid headers")
     for loss in ("0.3", True, [1], {"a": 1}):
-        write(ex.updates / "m-r1.npz", header(t, "m", train_loss=loss))
+        write(ex.updates / "m-r1.flab", header(t, "m", train_loss=loss))
         judge_victim(ex, t, "2 text train_loss in update files")
     for scale in (1e30, 3e38):
         write(
-            ex.updates / "m-r1.npz",
+            ex.updates / "m-r1.flab",
             header(t, "m"),
             tuple(np.full(s, scale, np.float32) for s in SHAPES),
         )
         judge_victim(ex, t, "2 huge deltas in update files")
-    (ex.updates / "m-r1.npz").write_bytes(original)
+    (ex.updates / "m-r1.flab").write_bytes(original)
     # item 3: stale, duplicate, unknown, relabelled, other model version
     last = task(0, tuple(w - 0.01 for w in WEIGHTS))
     cases = {
         "stale (last round's, relabelled)": lambda: write(
-            ex.updates / "m-r1.npz", header(last, "m", round_index=1)
+            ex.updates / "m-r1.flab", header(last, "m", round_index=1)
         ),
-        "unknown device": lambda: ex.submit("intruder", t, honest(7)),
-        "duplicate device (case)": lambda: ex.submit("M", t, honest(8)),
+        "unknown device": lambda: ex.submit("intruder", envelope(t, honest(7))),
+        "duplicate device (case)": lambda: ex.submit("M", envelope(t, honest(8))),
         "other model version": lambda: write(
-            ex.updates / "m-r1.npz", header(t, "m", model_version="kit-v0")
+            ex.updates / "m-r1.flab", header(t, "m", model_version="kit-v0")
         ),
-        "renamed file": lambda: shutil.copy(ex.updates / "c-r1.npz", ex.updates / "m-r1.npz"),
+        "renamed file": lambda: shutil.copy(ex.updates / "c-r1.flab", ex.updates / "m-r1.flab"),
     }
     for make in cases.values():
         for p in ex.updates.glob("*"):
-            if p.name not in {"a-r1.npz", "b-r1.npz", "c-r1.npz"}:
+            if p.name not in {"a-r1.flab", "b-r1.flab", "c-r1.flab"}:
                 p.unlink()
         make()
         victims = [
             p.name
             for p in ex.updates.glob("*")
-            if p.name not in {"a-r1.npz", "b-r1.npz", "c-r1.npz"}
+            if p.name not in {"a-r1.flab", "b-r1.flab", "c-r1.flab"}
         ]
         try:
             accepted, _ = collect(ex, t)
@@ -430,7 +445,7 @@ def agent_and_kits(tmp: Path) -> None:
     )
     weights = tuple(np.asarray(w, np.float32) for w in model.get_weights())
     base = {"client_id": 3, "round_index": 0, "epochs": 1, "batch_size": 16, "learning_rate": 0.05}
-    good = Task(ClientPlan(**base), weights, version)
+    good = RoundTask.from_client_plan(ClientPlan(**base), model_version=version, weights=weights)
 
     def device(folder: Path, data="data.npz", **extra) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -478,7 +493,7 @@ def agent_and_kits(tmp: Path) -> None:
         ({"batch_size": "16"}, "batch_size"),
         ({"batch_size": True}, "batch_size"),
         ({"learning_rate": math.inf}, "learning_rate"),
-        ({"optimizer": "adam"}, "optimizer"),
+        ({"optimizer": {"name": "adam"}}, "optimizer"),
         ({"batch_size": 64}, "batch"),
         ({"colour": "red"}, "colour"),
     ]
@@ -496,15 +511,13 @@ def agent_and_kits(tmp: Path) -> None:
     ):
         folder = tmp / f"task{i}"
         config = device(folder)
-        head = {"plan": dict(base), "model_version": version}
-        if getattr(good, "base_version", None):
-            head["base_version"] = good.base_version
+        head = unpack_frame(encode(good)).header
         kind, c = change
         (head["plan"].update(c) if kind == "plan" else head.update(c))
-        arrays = {f"w{j:03d}": w for j, w in enumerate(weights)}
-        arrays["header"] = np.array(json.dumps(head))
         (folder / "exchange").mkdir(exist_ok=True)
-        (folder / "exchange" / "task.npz").write_bytes(_npz_bytes(arrays))
+        (folder / "exchange" / TASK_FILE).write_bytes(
+            raw_frame(KIND_TASK, json.dumps(head), weights)
+        )
         code, err = run(config)
         produced = (folder / "exchange" / "updates").exists()
         if kind == "top" and needle == "base_version" and not getattr(good, "base_version", None):
