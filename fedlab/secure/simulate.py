@@ -212,7 +212,7 @@ def uniformity(vector: np.ndarray, *, bins: int = 64) -> dict[str, float]:
     """How uniform a ring vector looks: a chi-square test on its top bits.
 
     Returns the statistic, its degrees of freedom and the Wilson-Hilferty z-score (about
-    N(0, 1) for uniform data; a plain encoding of an update scores in the thousands).
+    N(0, 1) for uniform data; a plain encoding of an update scores in the hundreds).
     """
     v = np.asarray(vector)
     if v.dtype not in (np.uint32, np.uint64) or v.size < 5 * bins:
