@@ -464,6 +464,7 @@ class SecAggClient:
         self.client_id = int(client_id)
         self._identity = identity
         self._graph = setup.neighbours()[self.client_id]
+        self._pos = {c: i + 1 for i, c in enumerate(setup.cohort)}
         self._cipher_sk = X25519PrivateKey.generate()
         self._mask_sk = X25519PrivateKey.generate()
         self._peers: dict[int, tuple[bytes, bytes]] = {}
@@ -484,7 +485,7 @@ class SecAggClient:
         return ChaCha20Poly1305(key)
 
     def _nonce(self, sender: int, recipient: int) -> bytes:
-        s, r = self.setup.position(sender), self.setup.position(recipient)
+        s, r = self._pos[sender], self._pos[recipient]
         return s.to_bytes(4, "big") + r.to_bytes(4, "big") + bytes(4)
 
     def advertise_keys(self) -> AdvertiseKeys:
@@ -517,7 +518,7 @@ class SecAggClient:
         self._peers = peers
         self._seed = os.urandom(32)
         order = sorted(peers)
-        xs = [self.setup.position(j) for j in order]
+        xs = [self._pos[j] for j in order]
         seed_shares = split(self._seed, t, xs)
         key_shares = split(self._mask_sk.private_bytes_raw(), t, xs)
         me = self.client_id.to_bytes(_ID, "big")
@@ -851,7 +852,7 @@ class SecAggServer:
         assert self._r.total is not None
         total = self._r.total
         acc = MaskAccumulator(total)
-        pos = self.setup.position
+        pos = {c: i + 1 for i, c in enumerate(self.setup.cohort)}.__getitem__
         for i in sorted(survivors):
             holders = sorted(self._graph[i] & set(got))[:t]
             seed = combine({pos(h): got[h].seed_shares[i] for h in holders}, 32)
