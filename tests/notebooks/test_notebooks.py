@@ -6,8 +6,10 @@ runs but asserts nothing is not tested.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,7 +97,9 @@ def check_compression(results: dict[str, Any]) -> None:
             assert 0 <= row["accuracy"] <= 1 and 0 < row["latency_ms"] <= row["latency_p90_ms"], row
     for model, ratio in results["ratios"].items():
         assert ratio["int8 file ratio"] > 2.0, model
-        assert ratio["int8 per-tensor+stripped ratio (vs stripped float32)"] > ratio["int8 file ratio"]
+        assert (
+            ratio["int8 per-tensor+stripped ratio (vs stripped float32)"] > ratio["int8 file ratio"]
+        )
     # The anatomy adds up, and the ceiling (weights only) bounds the file ratio.
     for part in results["anatomy"]:
         total = sum(part[k] for k in part if k.endswith(" KB") and k != "file KB")
@@ -136,7 +140,7 @@ def check_live_rounds(results: dict[str, Any]) -> None:
     assert dp["state"] == "finished" and dp["rounds_done"] == cfg["dp_rounds"]
     eps = dp["epsilon"]
     assert len(eps) == dp["plot_points"] == cfg["dp_rounds"]
-    assert all(0 < a < b for a, b in zip(eps, eps[1:], strict=False)), eps
+    assert all(0 < a < b for a, b in itertools.pairwise(eps)), eps
     assert "ε" in dp["statement"] or "epsilon" in dp["statement"].lower()
     assert results["headline"]["value"] == play["test_accuracy"][-1]
 
@@ -256,6 +260,8 @@ def test_notebook_runs_in_smoke_mode_and_records_sane_results(nb: Path, executed
     assert run.results, f"{nb.name} recorded no results"
     assert "headline" in run.results and math.isfinite(run.results["headline"]["value"])
     CHECKS[nb.stem](run.results)
+    assert "exercises" in run.results, f"{nb.name}: the solution cell recorded nothing"
+    EXERCISES[nb.stem](run.results["exercises"])
 
 
 def _parameters_source(nb: Path) -> str:
@@ -272,3 +278,75 @@ def test_live_rounds_wait_for_a_learner_unless_run_headless() -> None:
     nb = next(n for n in NOTEBOOKS if n.stem == "03_live_federated_rounds")
     assert "AUTOPLAY: bool = False" in _parameters_source(nb)
     assert HEADLESS_PARAMETERS[nb.stem]["AUTOPLAY"] is True
+
+
+# -- the teaching path: learning goals at the top, exercises with hidden solutions at the end
+
+
+def check_exercises_quickstart(ex: dict[str, Any]) -> None:
+    skew = ex["skew"]
+    assert skew["dominant_share"] > skew["dominant_share_at_alpha"], "α = 0.15 is more skewed"
+    assert 0 <= skew["final_accuracy"] <= 1
+    cohort = ex["cohort"]
+    # Upload bytes scale with the reporting clients: 2 per round against the default cohort.
+    assert 0 < cohort["bytes_up_per_round"] < cohort["bytes_up_per_round_default"] / 2
+    assert 0 <= cohort["final_accuracy"] <= 1
+
+
+def check_exercises_compression(ex: dict[str, Any]) -> None:
+    best = ex["smallest_within_1_point"]
+    assert best["accuracy"] >= best["float32_accuracy"] - 0.01
+    assert best["recipe"] != "float32"  # some compressed recipe keeps the accuracy
+    assert 0 < ex["int8_non_weight_share"] < 1
+    assert ex["sensor_int8_speedup"] > 0
+
+
+def check_exercises_device_kits(ex: dict[str, Any]) -> None:
+    tampered = ex["tampered_model"]
+    assert tampered["exit_code"] == 3 and "model/model.tflite" in tampered["message"]
+    doctor = ex["doctor_coral"]
+    assert doctor["exit_code"] == 1 and doctor["not_ok"].get("edgetpu") == "fail"
+    largest = ex["largest_file"]
+    assert 0 < largest["model_bytes"] <= largest["bytes"] and 0 < largest["share"] < 1
+
+
+def check_exercises_live_rounds(ex: dict[str, Any]) -> None:
+    default, tight = ex["deadline"]["default"], ex["deadline"]["half a round"]
+    assert default["invited"] == tight["invited"]  # same seed, same invitations
+    assert sum(tight["stragglers"]) > sum(default["stragglers"]), "the deadline cuts devices off"
+    assert sum(tight["completed"]) < sum(default["completed"])
+    none, some = ex["over_selection"]["0"], ex["over_selection"]["0.3"]
+    assert all(n < s for n, s in zip(none["invited"], some["invited"], strict=True))
+
+
+def check_exercises_privacy(ex: dict[str, Any]) -> None:
+    rounds = ex["rounds_at_eps3"]
+    assert rounds["10,000 devices"] > rounds["this fleet"] > 0, "a smaller q costs less ε"
+    z = ex["z_for_eps1"]
+    assert z["10x rounds"] > z["rounds"] > 0, "more rounds need more noise"
+
+
+EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "00_quickstart": check_exercises_quickstart,
+    "01_model_compression": check_exercises_compression,
+    "02_device_kits": check_exercises_device_kits,
+    "03_live_federated_rounds": check_exercises_live_rounds,
+    "04_privacy_accounting": check_exercises_privacy,
+    "06_secure_aggregation": check_exercises_secure_aggregation,
+}
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=IDS)
+def test_notebook_opens_with_goals_and_closes_with_hidden_solutions(nb: Path) -> None:
+    cells = load(nb)["cells"]
+    opening = "".join(cells[1]["source"]) if len(cells) > 1 else ""
+    assert cells[1]["cell_type"] == "markdown" and "**Learning goals.**" in opening, nb.name
+    assert "**Prerequisites:**" in opening and "**Time:**" in opening, nb.name
+    exercises_md, solutions = cells[-2], cells[-1]
+    text = "".join(exercises_md["source"])
+    assert exercises_md["cell_type"] == "markdown" and text.startswith("## Exercises"), nb.name
+    assert 2 <= len(re.findall(r"^\d\. \*\*", text, flags=re.M)) <= 3, "2–3 exercises"
+    assert solutions["cell_type"] == "code", nb.name
+    assert solutions["metadata"].get("jupyter", {}).get("source_hidden") is True, nb.name
+    assert 'rec.record("exercises"' in "".join(solutions["source"]), nb.name
+    assert nb.stem in EXERCISES, f"{nb.name}: add a checker of its exercises to EXERCISES"
