@@ -12,9 +12,17 @@ from fedlab.federated.aggregate import add_weights, weighted_mean
 from fedlab.federated.batching import batch_schedule, client_seed
 from fedlab.federated.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
 from fedlab.federated.config import FederationConfig
+from fedlab.federated.dispatch import (
+    Dispatched,
+    Dispatcher,
+    Report,
+    RoundTasks,
+    SimulatedDispatcher,
+)
 from fedlab.federated.federation import ClientOutcome, Federation
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer, RecordingObserver
+from fedlab.federated.reduce import CohortSum, UniformSum, WeightedSum
 from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
 from fedlab.federated.selection import (
     AdaptiveEpochs,
@@ -57,6 +65,9 @@ __all__ = [
     "ClientProfile",
     "ClientRuntime",
     "ClientUpdate",
+    "CohortSum",
+    "Dispatched",
+    "Dispatcher",
     "Envelope",
     "FallbackWarning",
     "FedAdagrad",
@@ -74,15 +85,20 @@ __all__ = [
     "Pipeline",
     "PoissonSampler",
     "RecordingObserver",
+    "Report",
     "RoundResult",
+    "RoundTasks",
     "RunNote",
+    "SimulatedDispatcher",
     "StageContext",
     "UniformSampler",
+    "UniformSum",
     "UnsupportedModel",
     "UpdateRejected",
     "ValidateUpdate",
     "VectorizedRuntime",
     "WeightedSampler",
+    "WeightedSum",
     "add_weights",
     "batch_schedule",
     "build_federation",

@@ -13,7 +13,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
-from fedlab.data.federated_dataset import ClientData, FederatedDataset
+from fedlab.data.federated_dataset import FederatedDataset
 from fedlab.federated.batching import client_seed
 from fedlab.federated.checkpoint import (
     CheckpointError,
@@ -22,16 +22,16 @@ from fedlab.federated.checkpoint import (
     save_checkpoint,
 )
 from fedlab.federated.config import FederationConfig
+from fedlab.federated.dispatch import Dispatcher, RoundTasks, SimulatedDispatcher
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer
-from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
+from fedlab.federated.runtime_base import ClientRuntime
 from fedlab.federated.selection import (
     ClientProfile,
     EpochPolicy,
     FixedEpochs,
     Sampler,
     UniformSampler,
-    simulated_duration,
 )
 from fedlab.federated.stages import Pipeline, StageContext
 from fedlab.federated.strategies import Strategy, strategy_to_dict
@@ -80,8 +80,13 @@ def _dataset_digest(data: FederatedDataset) -> str:
 
 
 class Federation:
-    """A simulated federation: clients, a runtime that trains them, a strategy that
-    aggregates, a pipeline their updates pass through, and a history of rounds.
+    """The server's round loop, and a history of rounds.
+
+    Each round: guards → select → plan → ``dispatcher.dispatch`` (where clients run: by
+    default a :class:`~fedlab.federated.dispatch.SimulatedDispatcher` over ``data`` and
+    ``runtime``) → the pipeline's server stages on every envelope that arrived, one by one
+    → reduce + server step (``strategy``) → evaluate → commit (history, observers,
+    checkpoint). The loop never knows where clients run; a dispatcher never aggregates.
 
     Parameters
     ----------
@@ -112,6 +117,10 @@ class Federation:
         Write a checkpoint every this many rounds (when ``checkpoint_dir`` is set).
     resume : bool
         Continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
+    dispatcher : Dispatcher, optional
+        Where clients run; by default simulated in this process over ``data`` and
+        ``runtime`` (``runtime`` then also gives the initial model and evaluates it on
+        ``data.test``). Its population must be ``data``'s.
     """
 
     def __init__(
@@ -130,6 +139,7 @@ class Federation:
         checkpoint_dir: str | Path | None = None,
         checkpoint_every: int = 1,
         resume: bool = False,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         if not isinstance(data, FederatedDataset):
             raise TypeError(f"data must be a FederatedDataset, got {type(data).__name__}")
@@ -154,6 +164,19 @@ class Federation:
         self.epoch_policy: EpochPolicy = epoch_policy or FixedEpochs()
         self.observers: list[Observer] = list(observers)
         self.guards: list[RoundGuard] = list(guards)
+        if dispatcher is not None and dispatcher.num_clients != data.num_clients:
+            raise ValueError(
+                f"the dispatcher enrols {dispatcher.num_clients} clients, data has "
+                f"{data.num_clients}"
+            )
+        self.dispatcher: Dispatcher = dispatcher or SimulatedDispatcher(
+            data=data,
+            runtime=runtime,
+            pipeline=self.pipeline,
+            profiles=self.profiles,
+            dropout_rate=self.config.dropout_rate,
+            seconds_per_example=self.config.seconds_per_example,
+        )
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self._initial = runtime.initial_weights()
@@ -291,7 +314,8 @@ class Federation:
         cfg, r = self.config, self._rounds_done
         errors: list[BaseException] = []
         rng = np.random.default_rng([cfg.seed, r, 0xF1])
-        population = self.data.num_clients
+        dispatcher = self.dispatcher
+        population = dispatcher.num_clients
         cohort = cfg.cohort_size(population)
         invited = self.sampler.select(np.arange(population), cfg.selection_size(population), rng, r)
         selected = tuple(int(c) for c in invited)
@@ -299,40 +323,20 @@ class Federation:
             raise ValueError(f"sampler returned invalid client ids {selected}")
         self._notify(errors, "on_round_start", r, selected)
 
-        drop_draw = rng.random(len(selected))
-        outcomes: dict[int, ClientOutcome] = {}
-        model_bytes = int(sum(w.nbytes for w in self._weights))
-        jobs: list[tuple[ClientData, ClientPlan]] = []
-        for cid, u in zip(selected, drop_draw, strict=True):
-            client = self.data.clients[cid]
-            if u < cfg.dropout_rate:
-                outcomes[cid] = ClientOutcome(cid, "dropped", detail="did not report")
-                continue
-            profile = self.profiles[cid]
-            epochs = int(
-                self.epoch_policy.epochs(cid, client.num_examples, profile, cfg.local_epochs)
-            )
-            # Download and compute alone already past the deadline: a sure straggler, skip training.
-            floor = simulated_duration(
-                profile,
-                examples_processed=epochs * client.num_examples,
-                seconds_per_example=cfg.seconds_per_example,
-                bytes_down=model_bytes,
-                bytes_up=0,
-            )
-            if cfg.deadline_s is not None and floor > cfg.deadline_s:
-                outcomes[cid] = ClientOutcome(
-                    cid,
-                    "straggler",
-                    floor,
-                    client.num_examples,
-                    f"needs ≥ {floor:.1f} s > deadline {cfg.deadline_s:g} s",
-                )
-                continue
-            plan = ClientPlan(
+        # The server's plan for every invited client; where and how they run is the
+        # dispatcher's business (simulated here, devices or Flower elsewhere).
+        plans = tuple(
+            ClientPlan(
                 client_id=cid,
                 round_index=r,
-                epochs=epochs,
+                epochs=int(
+                    self.epoch_policy.epochs(
+                        cid,
+                        dispatcher.enrolled_examples(cid),
+                        dispatcher.profile(cid),
+                        cfg.local_epochs,
+                    )
+                ),
                 batch_size=cfg.batch_size,
                 learning_rate=cfg.client_lr,
                 optimizer=cfg.client_optimizer,
@@ -340,61 +344,53 @@ class Federation:
                 proximal_mu=self.strategy.client_proximal_mu,
                 seed=client_seed(cfg.seed, r, cid),
             )
-            jobs.append((client, plan))
-
-        self._notify(errors, "on_training_start", r, tuple(c.client_id for c, _ in jobs))
+            for cid in selected
+        )
         context = StageContext(round_index=r, weight_shapes=self._shapes, weights=self._weights)
-        reports: list[tuple[float, int, Envelope]] = []
-        results = self.runtime.train_clients(self._weights, jobs) if jobs else []
-        if len(results) != len(jobs):
-            raise RuntimeError(f"runtime returned {len(results)} results for {len(jobs)} jobs")
-        for (client, plan), trained in zip(jobs, results, strict=True):
-            cid = client.client_id
-            if isinstance(trained, ClientFailure):
-                outcomes[cid] = ClientOutcome(cid, "failed", detail=trained.error)
-                continue
-            try:
-                envelope = self.pipeline.send(trained, context)
-            except Exception as exc:
-                outcomes[cid] = ClientOutcome(cid, "failed", detail=f"{type(exc).__name__}: {exc}")
-                continue
-            duration = simulated_duration(
-                self.profiles[cid],
-                examples_processed=plan.epochs * client.num_examples,
-                seconds_per_example=cfg.seconds_per_example,
-                bytes_down=model_bytes,
-                bytes_up=envelope.nbytes,
-            )
-            if cfg.deadline_s is not None and duration > cfg.deadline_s:
-                outcomes[cid] = ClientOutcome(
-                    cid,
-                    "straggler",
-                    duration,
-                    client.num_examples,
-                    f"reported at {duration:.1f} s > deadline {cfg.deadline_s:g} s",
+        tasks = RoundTasks(r, self._weights, plans, cfg.deadline_s, context)
+        if isinstance(dispatcher, SimulatedDispatcher):
+            dispatcher.dropout_rate = cfg.dropout_rate
+            dispatcher.seconds_per_example = cfg.seconds_per_example
+        dispatched = dispatcher.dispatch(
+            tasks,
+            rng=rng,
+            on_training_start=lambda ids: self._notify(errors, "on_training_start", r, ids),
+        )
+        if len(dispatched.reports) != len(plans) or any(
+            rep.client_id != plan.client_id
+            for rep, plan in zip(dispatched.reports, plans, strict=True)
+        ):
+            raise RuntimeError("the dispatcher must return one report per task, in order")
+        outcomes: dict[int, ClientOutcome] = {}
+        arrived: list[tuple[float, int, Envelope]] = []
+        for rep in dispatched.reports:
+            if rep.status == "reported":
+                assert rep.envelope is not None
+                arrived.append((rep.duration_s, rep.client_id, rep.envelope))
+            else:
+                outcomes[rep.client_id] = ClientOutcome(
+                    rep.client_id, rep.status, rep.duration_s, rep.num_examples, rep.detail
                 )
-                continue
-            reports.append((duration, cid, envelope))
 
-        reports.sort(key=lambda item: (item[0], item[1]))
+        arrived.sort(key=lambda item: (item[0], item[1]))
         # With over-selection the server closes the round once the cohort has reported.
-        keep = cohort if cfg.over_selection > 0 else len(reports)
-        for duration, cid, _ in reports[keep:]:
+        keep = cohort if cfg.over_selection > 0 else len(arrived)
+        for duration, cid, _ in arrived[keep:]:
             outcomes[cid] = ClientOutcome(
                 cid,
                 "straggler",
                 duration,
-                self.data.clients[cid].num_examples,
+                dispatcher.enrolled_examples(cid),
                 f"cohort of {cohort} already complete",
             )
         accepted: list[ClientUpdate] = []
         bytes_up = 0
-        for duration, cid, envelope in reports[:keep]:
+        for duration, cid, envelope in arrived[:keep]:
             bytes_up += envelope.nbytes
             # Each update is judged on its own (the pipeline's UpdatePolicy: this client's
             # id, its enrolled data size as the cap on num_examples, the norm bound): one
             # malformed update is recorded as rejected with its reason, never the round lost.
-            own = replace(context, client_id=cid, max_examples=self.data.clients[cid].num_examples)
+            own = replace(context, client_id=cid, max_examples=dispatcher.enrolled_examples(cid))
             try:
                 update = self.pipeline.receive(envelope, own)
             except Exception as exc:
@@ -451,10 +447,10 @@ class Federation:
             test_accuracy=float(metrics["accuracy"]),
             test_loss=float(metrics["loss"]),
             bytes_up=bytes_up,
-            bytes_down=model_bytes * len(selected),
+            bytes_down=tasks.model_bytes * len(selected),
             sim_time_s=float(sim_time),
             wall_time_s=time.perf_counter() - start,
-            runtime=_describe_runtime(self.runtime) if jobs else "",
+            runtime=dispatched.runtime,
         )
         # Commit: every change of state happens here, after all the work succeeded.
         self._weights = weights
@@ -490,9 +486,3 @@ class Federation:
             self.data.test.y,
             batch_size=self.config.eval_batch_size,
         )
-
-
-def _describe_runtime(runtime: ClientRuntime) -> str:
-    """What trained the last call: the runtime's :class:`RunNote`, else its class name."""
-    note = getattr(runtime, "last_run", None)
-    return note.describe() if isinstance(note, RunNote) else type(runtime).__name__

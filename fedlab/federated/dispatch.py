@@ -1,0 +1,229 @@
+"""Where clients run: a :class:`Dispatcher` takes a round's tasks and returns what came back.
+
+The round loop in :class:`~fedlab.federated.federation.Federation` does only the server's
+job (select → plan → dispatch → server pipeline → reduce + server step → commit); every
+detail of *where and how* clients train lives behind this interface:
+
+* :class:`SimulatedDispatcher` — clients in this process: a client runtime (reference or
+  vectorised), device profiles, dropouts and simulated time against the deadline;
+* a device dispatcher over a transport (emulated or real boards) and a Flower dispatcher
+  (SuperNodes over gRPC) speak the same interface.
+
+A dispatcher never aggregates and never judges an update: it reports, per task, either an
+envelope (what the client sent, after its client-side pipeline stages) with the time it
+arrived, or why nothing usable came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+from fedlab.data.federated_dataset import FederatedDataset
+from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
+from fedlab.federated.selection import ClientProfile, simulated_duration
+from fedlab.federated.stages import Pipeline, StageContext
+from fedlab.federated.types import ClientPlan, Envelope, Weights
+
+__all__ = ["Dispatched", "Dispatcher", "Report", "RoundTasks", "SimulatedDispatcher"]
+
+ReportStatus = Literal["reported", "dropped", "straggler", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RoundTasks:
+    """What the server sends out in one round: the global model and one plan per client."""
+
+    round_index: int
+    weights: Weights
+    plans: tuple[ClientPlan, ...]
+    deadline_s: float | None
+    context: StageContext
+
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of the broadcast model (each client downloads it)."""
+        return int(sum(w.nbytes for w in self.weights))
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What came back from one client: an envelope that arrived ``duration_s`` after the
+    round opened, or the reason nothing usable did (``dropped``, ``straggler``, ``failed``)."""
+
+    client_id: int
+    status: ReportStatus
+    envelope: Envelope | None = None
+    duration_s: float = 0.0
+    num_examples: int = 0
+    detail: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.status == "reported") != (self.envelope is not None):
+            raise ValueError(
+                f"client {self.client_id}: a {self.status!r} report "
+                f"{'needs' if self.status == 'reported' else 'carries no'} envelope"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """One report per task, in the tasks' order, and what trained them (for the history)."""
+
+    reports: tuple[Report, ...]
+    runtime: str = ""
+
+
+class Dispatcher(Protocol):
+    """Runs a round's tasks wherever the clients are."""
+
+    @property
+    def num_clients(self) -> int:
+        """Size of the enrolled population (client ids are ``0 … num_clients − 1``)."""
+        ...
+
+    def enrolled_examples(self, client_id: int) -> int:
+        """The client's enrolled data size: the cap on the ``num_examples`` it may claim."""
+        ...
+
+    def profile(self, client_id: int) -> ClientProfile:
+        """The device's profile (speeds, link), for planning epochs and deadlines."""
+        ...
+
+    def dispatch(
+        self,
+        tasks: RoundTasks,
+        *,
+        rng: np.random.Generator,
+        on_training_start: Callable[[tuple[int, ...]], None],
+    ) -> Dispatched:
+        """Send ``tasks``, collect until the deadline; one :class:`Report` per plan.
+
+        ``rng`` is the round's random stream (a simulation draws dropouts from it; a real
+        fleet ignores it); ``on_training_start`` is called with the clients that start.
+        """
+        ...
+
+
+class SimulatedDispatcher:
+    """Clients simulated in this process.
+
+    Each invited client drops out with probability ``dropout_rate`` (drawn from the round's
+    stream); a client whose download and compute alone exceed the deadline is a straggler
+    without training; the others train on ``runtime`` (all at once when it is vectorised),
+    pass their update through the pipeline's client stages, and arrive at the simulated
+    time of their profile (compute at ``seconds_per_example``, download, upload); past the
+    deadline they are stragglers.
+    """
+
+    def __init__(
+        self,
+        *,
+        data: FederatedDataset,
+        runtime: ClientRuntime,
+        pipeline: Pipeline,
+        profiles: Sequence[ClientProfile],
+        dropout_rate: float = 0.0,
+        seconds_per_example: float = 0.0,
+    ) -> None:
+        if len(profiles) != data.num_clients:
+            raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
+        self.data = data
+        self.runtime = runtime
+        self.pipeline = pipeline
+        self.profiles = tuple(profiles)
+        self.dropout_rate = dropout_rate
+        self.seconds_per_example = seconds_per_example
+
+    @property
+    def num_clients(self) -> int:
+        """Number of simulated clients."""
+        return self.data.num_clients
+
+    def enrolled_examples(self, client_id: int) -> int:
+        """The client's local dataset size."""
+        return self.data.clients[client_id].num_examples
+
+    def profile(self, client_id: int) -> ClientProfile:
+        """The simulated device's profile."""
+        return self.profiles[client_id]
+
+    def dispatch(
+        self,
+        tasks: RoundTasks,
+        *,
+        rng: np.random.Generator,
+        on_training_start: Callable[[tuple[int, ...]], None],
+    ) -> Dispatched:
+        """Simulate the round's clients (see the class docstring)."""
+        deadline, model_bytes = tasks.deadline_s, tasks.model_bytes
+        drop_draw = rng.random(len(tasks.plans))
+        reports: dict[int, Report] = {}
+        jobs = []
+        for plan, u in zip(tasks.plans, drop_draw, strict=True):
+            cid = plan.client_id
+            client = self.data.clients[cid]
+            if u < self.dropout_rate:
+                reports[cid] = Report(cid, "dropped", detail="did not report")
+                continue
+            # Download and compute alone already past the deadline: a sure straggler.
+            floor = simulated_duration(
+                self.profiles[cid],
+                examples_processed=plan.epochs * client.num_examples,
+                seconds_per_example=self.seconds_per_example,
+                bytes_down=model_bytes,
+                bytes_up=0,
+            )
+            if deadline is not None and floor > deadline:
+                reports[cid] = Report(
+                    cid,
+                    "straggler",
+                    duration_s=floor,
+                    num_examples=client.num_examples,
+                    detail=f"needs ≥ {floor:.1f} s > deadline {deadline:g} s",
+                )
+                continue
+            jobs.append((client, plan))
+
+        on_training_start(tuple(c.client_id for c, _ in jobs))
+        results = self.runtime.train_clients(tasks.weights, jobs) if jobs else []
+        if len(results) != len(jobs):
+            raise RuntimeError(f"runtime returned {len(results)} results for {len(jobs)} jobs")
+        for (client, plan), trained in zip(jobs, results, strict=True):
+            cid = client.client_id
+            if isinstance(trained, ClientFailure):
+                reports[cid] = Report(cid, "failed", detail=trained.error)
+                continue
+            try:
+                envelope = self.pipeline.send(trained, tasks.context)
+            except Exception as exc:  # a client-side stage failed: this client's failure
+                reports[cid] = Report(cid, "failed", detail=f"{type(exc).__name__}: {exc}")
+                continue
+            duration = simulated_duration(
+                self.profiles[cid],
+                examples_processed=plan.epochs * client.num_examples,
+                seconds_per_example=self.seconds_per_example,
+                bytes_down=model_bytes,
+                bytes_up=envelope.nbytes,
+            )
+            if deadline is not None and duration > deadline:
+                reports[cid] = Report(
+                    cid,
+                    "straggler",
+                    duration_s=duration,
+                    num_examples=client.num_examples,
+                    detail=f"reported at {duration:.1f} s > deadline {deadline:g} s",
+                )
+                continue
+            reports[cid] = Report(cid, "reported", envelope, duration, client.num_examples)
+        note = getattr(self.runtime, "last_run", None)
+        if not jobs:
+            runtime = ""
+        elif isinstance(note, RunNote):
+            runtime = note.describe()
+        else:
+            runtime = type(self.runtime).__name__
+        return Dispatched(tuple(reports[p.client_id] for p in tasks.plans), runtime)
