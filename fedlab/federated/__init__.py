@@ -34,7 +34,13 @@ from fedlab.federated.selection import (
     sample_profiles,
     simulated_duration,
 )
-from fedlab.federated.stages import Pipeline, StageContext, ValidateUpdate
+from fedlab.federated.stages import (
+    Pipeline,
+    StageContext,
+    UpdatePolicy,
+    ValidateUpdate,
+    l2_norm,
+)
 from fedlab.federated.strategies import (
     FedAdagrad,
     FedAdam,
@@ -94,6 +100,7 @@ __all__ = [
     "UniformSampler",
     "UniformSum",
     "UnsupportedModel",
+    "UpdatePolicy",
     "UpdateRejected",
     "ValidateUpdate",
     "VectorizedRuntime",
@@ -104,6 +111,7 @@ __all__ = [
     "build_federation",
     "centralized_baseline",
     "client_seed",
+    "l2_norm",
     "latest_checkpoint",
     "make_runtime",
     "make_strategy",

@@ -151,6 +151,10 @@ class Federation:
             raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
+        if checkpoint_dir is not None and Path(checkpoint_dir).exists():
+            if not Path(checkpoint_dir).is_dir():
+                # Found at the first save otherwise: after a round was already committed.
+                raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} is not a folder")
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
         self.data = data
