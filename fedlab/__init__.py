@@ -44,7 +44,8 @@ _EXPORTS: dict[str, str] = {
     # live dashboard
     "FederationDashboard": "fedlab.ui",
     # notebooks
-    "record": "fedlab.notebook",
+    "Recorder": "fedlab.notebook",
+    "markdown_table": "fedlab.notebook",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]

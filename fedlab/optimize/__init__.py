@@ -10,6 +10,12 @@ from fedlab.optimize.pruning import prune, sparsity_of
 from fedlab.optimize.qat import cluster, quantize_aware
 from fedlab.optimize.recipe import Recipe, RecipeResult, compare, standard_recipes
 from fedlab.optimize.train import clone, fit, keras_accuracy
+from fedlab.optimize.trainable import (
+    TrainableExport,
+    UnsupportedLayer,
+    export_trainable_tflite,
+    flex_ops,
+)
 
 __all__ = [
     "EDGETPU_OPS",
@@ -19,13 +25,17 @@ __all__ = [
     "RecipeResult",
     "TFLiteAnatomy",
     "TFLiteReport",
+    "TrainableExport",
+    "UnsupportedLayer",
     "anatomy",
     "clone",
     "cluster",
     "compare",
     "distill",
     "edgetpu_report",
+    "export_trainable_tflite",
     "fit",
+    "flex_ops",
     "int8_size_row",
     "keras_accuracy",
     "load_tflite",
