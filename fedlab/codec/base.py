@@ -26,6 +26,7 @@ import numpy as np
 
 from fedlab.codec.errors import CodecError
 from fedlab.codec.wire import (
+    KIND_STATE,
     KIND_UPDATE,
     Reader,
     Shapes,
@@ -121,6 +122,46 @@ class CodecState:
         if self.residual is None:
             return 0.0
         return math.sqrt(sum(float(np.dot(r.ravel(), r.ravel())) for r in self.residual))
+
+    def to_bytes(self) -> bytes:
+        """The state in the codec wire container (what a device writes to disk between
+        rounds): seed and step in the config, the residual as float32 tensors."""
+        residual = self.residual or ()
+        config = config_bytes({"seed": self.seed, "step": self.step, "residual": bool(residual)})
+        body = b"".join(r.astype("<f4").tobytes() for r in residual)
+        return pack_container(KIND_STATE, config, tuple(r.shape for r in residual), body)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, shapes: Sequence[Sequence[int]] | None = None) -> CodecState:
+        """Read :meth:`to_bytes` back; ``shapes`` (the model's) must match a saved residual.
+        A damaged or foreign file is a :class:`CodecError`."""
+        expected = None if shapes is None else check_shapes(shapes)
+        box = unpack_container(data, kind=KIND_STATE)
+        try:
+            config = json.loads(box.config)
+            seed, step, has = config["seed"], config["step"], config["residual"]
+            if set(config) != {"seed", "step", "residual"} or not isinstance(has, bool):
+                raise ValueError(f"unexpected state config {config!r}")
+            if has and expected is not None and box.shapes != expected:
+                raise ValueError(f"saved residual shapes {box.shapes}, expected {expected}")
+            if not has and box.shapes:
+                raise ValueError("shapes declared without a residual")
+            sizes = [math.prod(s) for s in box.shapes]
+            if len(box.body) != 4 * sum(sizes):
+                raise ValueError(f"{len(box.body)} residual bytes for shapes {box.shapes}")
+            flat = np.frombuffer(box.body, dtype="<f4")
+            residual = (
+                tuple(
+                    seg.reshape(s) for seg, s in zip(segments(flat, sizes), box.shapes, strict=True)
+                )
+                if has
+                else None
+            )
+            if residual is not None and not all(np.isfinite(r).all() for r in residual):
+                raise ValueError("the saved residual holds non-finite values")
+            return cls(seed=seed, step=step, residual=residual)
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise CodecError(f"not a valid codec state: {exc}") from None
 
 
 def check_arrays(arrays: Any) -> Arrays:

@@ -27,9 +27,11 @@ def random_indices(seed: int, tensor: int, size: int, k: int) -> np.ndarray:
         return np.arange(size)
     keys = np.random.PCG64(np.random.SeedSequence([seed, tensor])).random_raw(size)
     kth = np.partition(keys, k - 1)[k - 1]
-    below = np.flatnonzero(keys < kth)
-    ties = np.flatnonzero(keys == kth)[: k - below.size]
-    return np.sort(np.concatenate((below, ties)))
+    chosen = keys < kth
+    missing = k - int(np.count_nonzero(chosen))
+    if missing:  # the k-th key itself and, in the ~never case of equal keys, the first ties
+        chosen[np.flatnonzero(keys == kth)[:missing]] = True
+    return np.flatnonzero(chosen)
 
 
 @register("randomk")

@@ -4,7 +4,7 @@ Layout (integers little-endian; ``varint`` is unsigned LEB128, at most 5 bytes):
 
     magic    4 bytes   b"FLCD"
     version  1 byte    WIRE_VERSION
-    kind     1 byte    1 = update, 2 = downlink delta
+    kind     1 byte    1 = update, 2 = downlink delta, 3 = saved codec state
     config   varint length + compact JSON (the codec's stage list, sorted keys)
     shapes   varint count, then per tensor: ndim (1 byte) and ndim varint dims
     body     the codec's bytes (possibly entropy-coded)
@@ -30,6 +30,7 @@ from fedlab.codec.errors import CodecError
 
 __all__ = [
     "KIND_DELTA",
+    "KIND_STATE",
     "KIND_UPDATE",
     "MAGIC",
     "MAX_CONFIG_BYTES",
@@ -49,6 +50,7 @@ MAGIC = b"FLCD"
 WIRE_VERSION = 1
 KIND_UPDATE = 1
 KIND_DELTA = 2
+KIND_STATE = 3
 MAX_CONFIG_BYTES = 4096
 MAX_TENSORS = 4096
 MAX_NDIM = 8

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from fedlab.codec import (
     QSGD,
     CodecError,
+    CodecState,
     ErrorFeedback,
     ModelDelta,
     RandomK,
@@ -272,3 +273,23 @@ def test_state_survives_a_refused_update() -> None:
         codec.encode((np.array([np.inf], np.float32),), state)
     assert state.step == 0 and state.residual is None
     assert codec.encode(update(SMALL), state)[1].step == 1
+
+
+STATE = ErrorFeedback(Sign()).encode(update(SMALL), CodecState(seed=2, step=5))[1].to_bytes()
+
+
+@FUZZ
+@given(flips=FLIPS, resealed=st.booleans(), cut=st.none() | st.integers(0, 10**6))
+def test_saved_state_loader_rejects_damage(flips, resealed: bool, cut) -> None:
+    bad = flipped(STATE, flips)
+    if cut is not None:
+        bad = bad[: cut % len(bad)]
+    if resealed:
+        bad = reseal(bad)
+    try:
+        state = CodecState.from_bytes(bad, SMALL)
+    except CodecError as exc:
+        assert str(exc)
+        return
+    assert resealed or bad == STATE  # only a valid checksum gets this far
+    assert state.residual is None or [r.shape for r in state.residual] == list(SMALL)

@@ -210,3 +210,22 @@ def test_decoder_refuses_another_codec_and_other_shapes() -> None:
     # Error feedback does not change the wire: its inner codec decodes its payloads.
     ef_payload, _ = ErrorFeedback(QSGD(bits=4)).encode(x, CodecState())
     assert len(QSGD(bits=4).decode(ef_payload, SHAPES)) == len(SHAPES)
+
+
+def test_state_saves_and_loads_on_a_device() -> None:
+    codec = ErrorFeedback(chain(TopK(0.01), QSGD(bits=4), Zlib()))
+    _, state = codec.encode(update(), codec.init_state(seed=11))
+    loaded = CodecState.from_bytes(state.to_bytes(), SHAPES)
+    assert (loaded.seed, loaded.step) == (11, 1)
+    assert loaded.residual is not None and state.residual is not None
+    assert all(
+        a.tobytes() == b.tobytes() for a, b in zip(loaded.residual, state.residual, strict=True)
+    )
+    # The next update from the loaded state is the one the live state would have sent.
+    assert codec.encode(update(seed=1), loaded)[0] == codec.encode(update(seed=1), state)[0]
+    fresh = CodecState(seed=3, step=9)
+    assert CodecState.from_bytes(fresh.to_bytes()) == fresh
+    with pytest.raises(CodecError, match="saved residual shapes"):
+        CodecState.from_bytes(state.to_bytes(), SMALL)
+    with pytest.raises(CodecError, match="kind 1, expected 3"):
+        CodecState.from_bytes(chain().encode(update(), fresh)[0])
