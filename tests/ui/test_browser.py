@@ -3,8 +3,13 @@
 JupyterLab runs on a free localhost port with a token, a temporary root folder and private
 config/runtime folders; notebook 03 is opened, all its cells run, Start is clicked, and the
 test waits for the accuracy plot to draw three rounds, pauses, and checks that no further
-round arrives. JavaScript errors in the page fail the test. The screenshot is kept in
-``build/artifacts/``.
+round arrives. A second test opens notebook 00 and the notebook index
+(``notebooks/README.md``) as a newcomer would. JavaScript errors in the page fail both
+tests. Screenshots are kept in ``build/artifacts/``.
+
+Chromium is Debian's package (Playwright cannot download browsers here): where it or
+Playwright is missing the tests skip and say how to install them, except under ``CI=true``,
+where a missing browser fails the run.
 """
 
 from __future__ import annotations
@@ -24,8 +29,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.system_tools import missing_tool
+
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "03_live_federated_rounds.ipynb"
+QUICKSTART = ROOT / "notebooks" / "00_quickstart.ipynb"
+INDEX = ROOT / "notebooks" / "README.md"
 ARTIFACTS = ROOT / "build" / "artifacts"
 CHROMIUM = os.environ.get("FEDLAB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
@@ -70,16 +79,26 @@ def _prepared_notebook(folder: Path) -> Path:
     return target
 
 
-@pytest.fixture
-def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+@pytest.fixture(scope="module")
+def jupyterlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """JupyterLab on a temporary root holding notebook 03 (prepared), notebook 00 and the
+    notebook index; yields the URL of notebook 03 (with its token) and the temporary folder."""
     if not Path(CHROMIUM).is_file():
-        pytest.fail(
-            f"{CHROMIUM} not found: `make test` installs Debian's chromium "
-            "(apt-get install chromium), or point FEDLAB_CHROMIUM at a Chromium binary"
+        missing_tool(
+            f"Chromium ({CHROMIUM})",
+            "`make test` installs Debian's chromium (apt-get install chromium), "
+            "or point FEDLAB_CHROMIUM at a Chromium binary",
         )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing_tool("playwright", "install the dev extra (pip install -e '.[dev]')")
+    tmp_path = tmp_path_factory.mktemp("jupyterlab")
     root = tmp_path / "root"
     root.mkdir()
     _prepared_notebook(root)
+    shutil.copy(QUICKSTART, root / QUICKSTART.name)
+    shutil.copy(INDEX, root / INDEX.name)
     config = tmp_path / "config"
     (config / "labconfig").mkdir(parents=True)
     (config / "labconfig" / "page_config.json").write_text(
@@ -190,6 +209,11 @@ def test_dashboard_runs_and_pauses_in_a_real_browser(jupyterlab) -> None:
                 ".every(p => /\\[\\d+\\]/.test(p.textContent))",
                 timeout=180_000,
             )
+            # Cells JupyterLab has not drawn (windowed notebook) are not in that check: the
+            # kernel is done when it is idle again (the exercise solutions run last).
+            page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(
+                timeout=180_000
+            )
 
             page.evaluate(CLOCK)  # in-page timestamps of clicks and status changes
             dashboard.locator("button.fl-start").click()
@@ -229,3 +253,59 @@ def test_dashboard_runs_and_pauses_in_a_real_browser(jupyterlab) -> None:
     print("\nbutton responsiveness in the browser:", measured)
     assert not errors, "JavaScript errors in the page:\n" + "\n".join(errors)
     shutil.copy(tmp_path / "jupyterlab.log", ARTIFACTS / "jupyterlab.log")
+
+
+def _watch_errors(page, errors: list[str]) -> None:
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(f"console.{msg.type}: {msg.text}") if msg.type == "error" else None
+        ),
+    )
+
+
+def test_quickstart_and_the_notebook_index_open_without_javascript_errors(jupyterlab) -> None:
+    """A newcomer's first two pages: notebook 00 (goals shown, solutions collapsed, kernel
+    up) and notebooks/README.md rendered as Markdown, with links to every notebook."""
+    from playwright.sync_api import sync_playwright
+
+    url, _ = jupyterlab
+    base, query = url.split("/lab/tree/")[0], url.split("?", 1)[1]
+    errors: list[str] = []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            _watch_errors(page, errors)
+            page.goto(f"{base}/lab/tree/{QUICKSTART.name}?{query}")
+            page.wait_for_selector(".jp-Notebook", timeout=60_000)
+            page.get_by_text(re.compile(r"Python 3 \(ipykernel\) \| Idle")).wait_for(timeout=90_000)
+            notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
+            goals = notebook.locator(".jp-RenderedMarkdown", has_text="Learning goals.").first
+            goals.wait_for(timeout=30_000)  # rendered, not the hidden Markdown source
+            # The solutions cell is collapsed: JupyterLab shows a placeholder, not its source.
+            notebook.locator(".jp-Cell").last.scroll_into_view_if_needed()
+            notebook.locator(".jp-InputPlaceholder").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "quickstart.png"))
+
+            page.evaluate(
+                "path => window.jupyterapp.commands.execute('markdownviewer:open', {path})",
+                INDEX.name,
+            )
+            rendered = page.locator(".jp-MarkdownViewer .jp-RenderedMarkdown").last
+            rendered.wait_for(timeout=30_000)
+            rendered.get_by_text("Notebooks").first.wait_for(timeout=30_000)
+            links = rendered.locator("a").evaluate_all("as => as.map(a => a.textContent)")
+            for stem in ("00_quickstart", "01_model_compression", "02_device_kits",
+                         "03_live_federated_rounds", "04_privacy_accounting"):  # fmt: skip
+                assert any(stem in text for text in links), (stem, links)
+            page.screenshot(path=str(ARTIFACTS / "notebook_index.png"))
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "first_pages_failure.png"))
+            print("\n".join(["page errors so far:", *errors]))
+            raise
+        finally:
+            browser.close()
+    assert not errors, "JavaScript errors in the page:\n" + "\n".join(errors)
