@@ -285,10 +285,10 @@ class Quantizer(Stage):
     @abstractmethod
     def write(
         self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
-    ) -> tuple[bytes, np.ndarray]:
+    ) -> tuple[bytes, Callable[[], np.ndarray]]:
         """The bytes of the values (``counts[i]`` of them belong to tensor ``i``) and the
-        float32 values :meth:`read` will decode from them, computed the same way (error
-        feedback uses them, so it never has to decode its own payload)."""
+        function that computes the float32 values :meth:`read` will decode from them, the
+        same way (error feedback calls it, so it never has to decode its own payload)."""
 
     @abstractmethod
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
@@ -336,8 +336,8 @@ class Float32(Quantizer):
 
     def write(
         self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
-    ) -> tuple[bytes, np.ndarray]:
-        return values.astype("<f4").tobytes(), values
+    ) -> tuple[bytes, Callable[[], np.ndarray]]:
+        return values.astype("<f4").tobytes(), lambda: values
 
     def read(self, r: Reader, counts: Sequence[int]) -> np.ndarray:
         return r.array(sum(counts), "<f4", "float32 values")
@@ -406,12 +406,14 @@ class Chain(Codec):
     def encode(self, arrays: Sequence[np.ndarray], state: CodecState) -> tuple[bytes, CodecState]:
         if not isinstance(state, CodecState):
             raise TypeError(f"state must be a CodecState, got {type(state).__name__}")
-        payload, _ = self.encode_checked(check_arrays(arrays), state)
+        payload, _ = self.encode_checked(check_arrays(arrays), state, reconstruct=False)
         return payload, state.advanced(state.residual)
 
-    def encode_checked(self, checked: Arrays, state: CodecState) -> tuple[bytes, np.ndarray]:
-        """Encode arrays :func:`check_arrays` accepted; the payload and, flattened and
-        concatenated, exactly what :meth:`decode` will return for it."""
+    def encode_checked(
+        self, checked: Arrays, state: CodecState, *, reconstruct: bool = True
+    ) -> tuple[bytes, np.ndarray | None]:
+        """Encode arrays :func:`check_arrays` accepted; the payload and (``reconstruct``)
+        flattened and concatenated, exactly what :meth:`decode` will return for it."""
         rng = state.rng()
         sizes = [a.size for a in checked]
         flat = np.concatenate([a.reshape(-1) for a in checked]) if checked else np.zeros(0)
@@ -424,10 +426,11 @@ class Chain(Codec):
             counts = [self.sparsifier.count(n) for n in sizes]
         value_bytes, sent_values = self.quantizer.write(values, counts, rng)
         body += value_bytes
-        if self.sparsifier is None:
-            sent = sent_values.astype(np.float32, copy=False)
-        else:
-            sent = self._scatter(sizes, counts, chosen, sent_values.astype(np.float32))
+        sent = None
+        if reconstruct and self.sparsifier is None:
+            sent = sent_values().astype(np.float32, copy=False)
+        elif reconstruct:
+            sent = self._scatter(sizes, counts, chosen, sent_values().astype(np.float32))
         if self.entropy is not None:
             body = self.entropy.compress(body)
         shapes = tuple(a.shape for a in checked)

@@ -62,6 +62,7 @@ class ErrorFeedback(Codec):
         if isinstance(inner, Chain):
             # The chain reports what the server will decode (bit for bit, tested).
             payload, sent = inner.encode_checked(check_arrays(corrected), state)
+            assert sent is not None
             residual = tuple(
                 c - s.reshape(c.shape)
                 for c, s in zip(corrected, segments(sent, [c.size for c in corrected]), strict=True)

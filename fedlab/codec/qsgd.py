@@ -10,7 +10,7 @@ packs those tighter, 1.6 bits per value).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -54,9 +54,12 @@ def stochastic_levels(
     inv = np.divide(np.float32(levels), wide, out=np.zeros_like(wide), where=wide > 0)
     u = np.abs(values, dtype=np.float32) * np.repeat(inv, counts)
     np.minimum(u, np.float32(levels), out=u)
-    low = np.floor(u)
-    up = rng.random(values.size, dtype=np.float32) < (u - low)
-    level = low.astype(np.int16) + up
+    draw = rng.random(values.size, dtype=np.float32)
+    if levels == 1:  # u in [0, 1]: the level is 1 with probability u
+        level = (draw < u).astype(np.int16)
+    else:
+        low = np.floor(u)
+        level = low.astype(np.int16) + (draw < (u - low))
     np.negative(level, out=level, where=values < 0)
     return level
 
@@ -108,12 +111,12 @@ class QSGD(Quantizer):
 
     def write(
         self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
-    ) -> tuple[bytes, np.ndarray]:
+    ) -> tuple[bytes, Callable[[], np.ndarray]]:
         s = self.levels
         scales = tensor_scales(values, counts, self.norm)
         codes = (stochastic_levels(values, scales, counts, s, rng) + s).astype(np.uint8)
         data = scales.astype("<f4").tobytes() + pack_bits(codes, self.bits)
-        return data, self._values(codes, scales, counts)
+        return data, lambda: self._values(codes, scales, counts)
 
     def _values(self, codes: np.ndarray, scales: np.ndarray, counts: Sequence[int]) -> np.ndarray:
         s = np.float32(self.levels)

@@ -9,7 +9,7 @@ server choosing the step. Biased: wrap it in
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -32,7 +32,7 @@ class Sign(Quantizer):
 
     def write(
         self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
-    ) -> tuple[bytes, np.ndarray]:
+    ) -> tuple[bytes, Callable[[], np.ndarray]]:
         scales = np.array(
             [
                 np.mean(np.abs(seg), dtype=np.float64) if seg.size else 0.0
@@ -42,7 +42,7 @@ class Sign(Quantizer):
         )
         negative = values < 0
         data = scales.astype("<f4").tobytes() + pack_bits(negative, 1)
-        return data, self._values(negative, scales, counts)
+        return data, lambda: self._values(negative, scales, counts)
 
     @staticmethod
     def _values(negative: np.ndarray, scales: np.ndarray, counts: Sequence[int]) -> np.ndarray:

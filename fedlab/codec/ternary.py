@@ -7,7 +7,7 @@ packed in base 3, five to a byte: 1.6 bits per value plus 4 bytes per tensor.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,11 +35,11 @@ class Ternary(Quantizer):
 
     def write(
         self, values: np.ndarray, counts: Sequence[int], rng: np.random.Generator
-    ) -> tuple[bytes, np.ndarray]:
+    ) -> tuple[bytes, Callable[[], np.ndarray]]:
         scales = tensor_scales(values, counts, self.norm)
         trits = (stochastic_levels(values, scales, counts, 1, rng) + 1).astype(np.uint8)
         data = scales.astype("<f4").tobytes() + pack_trits(trits)
-        return data, self._values(trits, scales, counts)
+        return data, lambda: self._values(trits, scales, counts)
 
     @staticmethod
     def _values(trits: np.ndarray, scales: np.ndarray, counts: Sequence[int]) -> np.ndarray:
