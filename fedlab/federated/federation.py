@@ -18,6 +18,7 @@ from fedlab.federated.batching import client_seed
 from fedlab.federated.checkpoint import (
     CheckpointError,
     FederationState,
+    check_checkpoint_dir,
     latest_checkpoint,
     save_checkpoint,
 )
@@ -26,6 +27,7 @@ from fedlab.federated.dispatch import Dispatcher, RoundTasks, SimulatedDispatche
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer
 from fedlab.federated.runtime_base import ClientRuntime
+from fedlab.federated.secure_stage import SecureAggregation
 from fedlab.federated.selection import (
     ClientProfile,
     EpochPolicy,
@@ -34,7 +36,7 @@ from fedlab.federated.selection import (
     UniformSampler,
 )
 from fedlab.federated.stages import Pipeline, StageContext
-from fedlab.federated.strategies import Strategy, strategy_to_dict
+from fedlab.federated.strategies import Strategy, StrategyState, strategy_to_dict
 from fedlab.federated.strategies.fedavg import FedAvg
 from fedlab.federated.types import (
     ClientPlan,
@@ -121,6 +123,10 @@ class Federation:
         Where clients run; by default simulated in this process over ``data`` and
         ``runtime`` (``runtime`` then also gives the initial model and evaluates it on
         ``data.test``). Its population must be ``data``'s.
+    secure_aggregation : SecureAggregation, optional
+        A cohort stage: the accepted updates are summed by SecAgg+ and the strategy gets
+        only the sum (``aggregate_sum``); clients lost during the protocol are recorded as
+        dropped, and an aborted protocol applies nothing (``aggregation_failure``).
     """
 
     def __init__(
@@ -140,6 +146,7 @@ class Federation:
         checkpoint_every: int = 1,
         resume: bool = False,
         dispatcher: Dispatcher | None = None,
+        secure_aggregation: SecureAggregation | None = None,
     ) -> None:
         if not isinstance(data, FederatedDataset):
             raise TypeError(f"data must be a FederatedDataset, got {type(data).__name__}")
@@ -151,10 +158,9 @@ class Federation:
             raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
-        if checkpoint_dir is not None and Path(checkpoint_dir).exists():
-            if not Path(checkpoint_dir).is_dir():
-                # Found at the first save otherwise: after a round was already committed.
-                raise ValueError(f"checkpoint_dir {str(checkpoint_dir)!r} is not a folder")
+        if checkpoint_dir is not None:
+            # Found at the first save otherwise: after a round was already committed.
+            check_checkpoint_dir(checkpoint_dir)
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
         self.data = data
@@ -181,6 +187,7 @@ class Federation:
             dropout_rate=self.config.dropout_rate,
             seconds_per_example=self.config.seconds_per_example,
         )
+        self.secure_aggregation = secure_aggregation
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
         self._initial = runtime.initial_weights()
@@ -251,15 +258,15 @@ class Federation:
 
     def fingerprint(self) -> str:
         """Identity of the experiment: data, model shapes, strategy and config."""
-        blob = json.dumps(
-            {
-                "data": _dataset_digest(self.data),
-                "shapes": [list(s) for s in self._shapes],
-                "strategy": strategy_to_dict(self.strategy),
-                "config": self.config.to_dict(),
-            },
-            sort_keys=True,
-        )
+        identity = {
+            "data": _dataset_digest(self.data),
+            "shapes": [list(s) for s in self._shapes],
+            "strategy": strategy_to_dict(self.strategy),
+            "config": self.config.to_dict(),
+        }
+        if self.secure_aggregation is not None:  # only then, so older checkpoints still match
+            identity["secure_aggregation"] = repr(self.secure_aggregation)
+        blob = json.dumps(identity, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
     def _state(self) -> FederationState:
@@ -404,13 +411,30 @@ class Federation:
                 continue
             accepted.append(update)
             outcomes[cid] = ClientOutcome(cid, "completed", duration, update.num_examples)
+        weights: Weights = self._weights
+        state: StrategyState = self._strategy_state
+        failure = ""
+        if accepted and self.secure_aggregation is not None:
+            # A cohort stage: the server gets only the sum of the accepted updates.
+            summed = self.secure_aggregation.aggregate(r, accepted)
+            for cid, stage in summed.lost.items():
+                outcomes[cid] = ClientOutcome(
+                    cid,
+                    "dropped",
+                    outcomes[cid].duration_s,
+                    0,
+                    f"secure aggregation: lost at {stage}",
+                )
+            accepted = [u for u in accepted if u.client_id not in summed.lost]
+            bytes_up = summed.upload_bytes
+            if summed.cohort is None:
+                failure = f"secure aggregation aborted ({summed.failure}): nothing applied"
+            else:
+                weights, state = self.strategy.aggregate_sum(weights, summed.cohort, state)
+        elif accepted:
+            weights, state = self.strategy.aggregate(weights, accepted, state)
         for cid in selected:
             self._notify(errors, "on_client_done", r, outcomes[cid])
-
-        if accepted:
-            weights, state = self.strategy.aggregate(self._weights, accepted, self._strategy_state)
-        else:
-            weights, state = self._weights, self._strategy_state
 
         do_eval = evaluate if evaluate is not None else (r + 1) % cfg.eval_every == 0
         metrics = {"loss": math.nan, "accuracy": math.nan}
@@ -455,6 +479,7 @@ class Federation:
             sim_time_s=float(sim_time),
             wall_time_s=time.perf_counter() - start,
             runtime=dispatched.runtime,
+            aggregation_failure=failure,
         )
         # Commit: every change of state happens here, after all the work succeeded.
         self._weights = weights

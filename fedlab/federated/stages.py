@@ -30,6 +30,7 @@ from fedlab.federated.types import (
 )
 
 __all__ = [
+    "ClipUpdate",
     "Pipeline",
     "Stage",
     "StageContext",
@@ -262,6 +263,41 @@ def roster_rejections(
         else:
             reasons.append(None)
     return reasons
+
+
+@dataclass(frozen=True, slots=True)
+class ClipUpdate:
+    """Client stage: scale the update to L2 norm at most ``clip_norm`` (all tensors together).
+
+    The client-side clipping of DP-FedAvg and of secure aggregation, where the server never
+    sees an individual update to clip. The norm is computed without overflow
+    (:func:`l2_norm`); an update with a NaN or Inf entry is passed on unchanged for the
+    server's validation to refuse. The header ``clip_norm_before`` records the norm.
+    """
+
+    clip_norm: float
+    name: str = "clip"
+
+    def __post_init__(self) -> None:
+        value = self.clip_norm
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"clip_norm must be a number, got {value!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"clip_norm must be finite and > 0, got {value!r}")
+
+    def apply(self, envelope: Envelope, context: StageContext) -> Envelope:
+        """The envelope with its body scaled down to ``clip_norm`` when it is longer."""
+        body = envelope.body
+        if isinstance(body, bytes | bytearray):
+            raise TypeError("ClipUpdate must run before any stage that encodes the body")
+        arrays = [np.asarray(a) for a in body]
+        norm = l2_norm(arrays)
+        headers = {**envelope.headers, "clip_norm_before": norm}
+        if not math.isfinite(norm) or norm <= self.clip_norm:
+            return replace(envelope, headers=headers)
+        scale = self.clip_norm / norm
+        clipped = tuple((a.astype(np.float64) * scale).astype(np.float32) for a in arrays)
+        return replace(envelope, body=clipped, headers=headers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,7 +151,8 @@ class RoundResult:
     both with their reason. Accuracy and loss are on the central test set (NaN when the
     round was not evaluated). ``wall_time_s`` is the real time taken here; ``sim_time_s``
     the simulated duration of the round on the devices; ``runtime`` which client runtime
-    trained the round (and any fallback, with its reason and cost).
+    trained the round (and any fallback, with its reason and cost); ``aggregation_failure``
+    why nothing was applied although updates were accepted (secure aggregation aborted).
     """
 
     round_index: int
@@ -170,6 +171,7 @@ class RoundResult:
     sim_time_s: float = 0.0
     wall_time_s: float = 0.0
     runtime: str = ""
+    aggregation_failure: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready)."""
@@ -208,6 +210,7 @@ class RoundResult:
             failed=reasons("failed"),
             rejected=reasons("rejected"),
             runtime=str(data.get("runtime", "")),
+            aggregation_failure=str(data.get("aggregation_failure", "")),
             **scalars,
         )
 
