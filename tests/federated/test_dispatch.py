@@ -187,5 +187,7 @@ def test_the_round_engine_runs_with_tensorflow_blocked() -> None:
 def test_a_checkpoint_dir_that_is_a_file_is_refused_before_any_round(tmp_path) -> None:
     afile = tmp_path / "not-a-folder"
     afile.write_text("x")
-    with pytest.raises(ValueError, match="checkpoint_dir must be a folder, got .*not-a-folder.*, which is a file"):
+    with pytest.raises(
+        ValueError, match="checkpoint_dir must be a folder, got .*not-a-folder.*, which is a file"
+    ):
         Federation(data=tiny_fleet(), runtime=NumpyRuntime(), config=CFG, checkpoint_dir=afile)
