@@ -198,11 +198,49 @@ class Codec(ABC):
 
     @abstractmethod
     def encode(self, arrays: Sequence[np.ndarray], state: CodecState) -> tuple[bytes, CodecState]:
-        """Encode one update; returns the payload and the next state."""
+        """Encode one update (the client-encode stage calls this).
+
+        Parameters
+        ----------
+        arrays : sequence of arrays
+            The update (``delta = local − global``), any real dtype; cast to float32.
+        state : CodecState
+            This client's state; never modified.
+
+        Returns
+        -------
+        payload : bytes
+            The self-describing payload; ``len(payload)`` is the exact cost on the wire.
+        state : CodecState
+            The state to keep for this client's next update.
+
+        Raises
+        ------
+        TypeError, ValueError
+            A non-numeric or non-finite update, or a state that does not fit it.
+        """
 
     @abstractmethod
     def decode(self, payload: bytes, shapes: Sequence[Sequence[int]]) -> Arrays:
-        """Decode a payload into float32 arrays of ``shapes`` (``CodecError`` if malformed)."""
+        """Decode a payload (the server-decode stage calls this).
+
+        Parameters
+        ----------
+        payload : bytes
+            What a client sent (untrusted).
+        shapes : sequence of shapes
+            The global model's tensor shapes: the payload must declare exactly these.
+
+        Returns
+        -------
+        tuple of float32 arrays
+            The update the server aggregates, finite, one array per shape.
+
+        Raises
+        ------
+        CodecError
+            For any malformed payload (the only exception garbage can raise).
+        """
 
     @abstractmethod
     def size_bound(self, shapes: Sequence[Sequence[int]]) -> int:
