@@ -16,6 +16,19 @@ Server side::
 
 Downlink: ``ModelDelta().encode(new_model, device_model)`` /
 ``ModelDelta().decode(payload, device_model)``.
+
+Pipeline stages (for the round engine):
+
+* **client encode** — holds the codec and, in the simulator, a ``{client_id: CodecState}``
+  map (a device keeps its own, across restarts via ``CodecState.to_bytes`` /
+  ``CodecState.from_bytes``); replaces the envelope body (arrays) with
+  ``codec.encode(body, state)``'s bytes, stores the new state only once the update has
+  been handed over, and records ``len(payload)`` as the update's bytes on the wire and the
+  codec's ``get_config()`` in the headers.
+* **server decode** — ``codec.decode(body, context.weight_shapes)``; a ``CodecError``
+  becomes the stage's rejection of that one update (the round goes on).
+
+Everything here is numpy and the standard library: no TensorFlow (a test blocks it).
 """
 
 from __future__ import annotations
