@@ -111,6 +111,9 @@ sys.meta_path.insert(0, Block())
         "import fedlab.data, fedlab.federated\nfrom fedlab.federated import Federation, Pipeline",
         "from fedlab.data import federated_sensors as fs\nfs(num_devices=3, test_devices=1)",
         "import fedlab.edge\nfrom fedlab.edge import agent, bench, doctor, emulate, trainer",
+        # the rest of the device layer: the wire, update codecs, secure aggregation
+        "import fedlab.protocol, fedlab.codec, fedlab.secure",
+        "from fedlab.federated.secure_stage import SecureAggregation",
     ],
 )
 def test_engine_and_data_import_without_tensorflow(code: str) -> None:
