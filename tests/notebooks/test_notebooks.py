@@ -350,3 +350,16 @@ def test_notebook_opens_with_goals_and_closes_with_hidden_solutions(nb: Path) ->
     assert solutions["metadata"].get("jupyter", {}).get("source_hidden") is True, nb.name
     assert 'rec.record("exercises"' in "".join(solutions["source"]), nb.name
     assert nb.stem in EXERCISES, f"{nb.name}: add a checker of its exercises to EXERCISES"
+
+
+def test_notebook_index_links_every_notebook_with_measured_times() -> None:
+    """notebooks/README.md, the index a newcomer starts from: one row per notebook, with the
+    full and SMOKE times measured on 2 cores."""
+    text = (NOTEBOOKS[0].parent / "README.md").read_text()
+    assert "TIME_" not in text and "MEASURED_WHEN" not in text, "unfilled placeholders"
+    for nb in NOTEBOOKS:
+        rows = [line for line in text.splitlines() if f"]({nb.name})" in line]
+        assert len(rows) == 1, f"{nb.name}: needs one row in notebooks/README.md"
+        full, smoke = [cell.strip() for cell in rows[0].strip(" |").split("|")][-2:]
+        assert re.fullmatch(r"\d+ s", full) and re.fullmatch(r"\d+ s", smoke), (full, smoke)
+        assert int(smoke.split()[0]) < int(full.split()[0]), rows[0]
