@@ -79,7 +79,7 @@ def test_make_hooks_strips_outputs_on_git_add(tmp_path: Path) -> None:
     subprocess.run([*git, "init", "-q"], check=True)
     shutil.copy(ROOT / ".gitattributes", repo / ".gitattributes")
     made = subprocess.run(
-        ["make", "-s", "-C", str(ROOT), "hooks", f"GIT=git -C {repo}"],
+        ["make", "-s", "-C", str(ROOT), "hooks", f"GIT=git -C {repo}", f"BIN={BIN}"],
         capture_output=True,
         text=True,
     )
