@@ -285,13 +285,25 @@ def test_quickstart_and_the_notebook_index_open_without_javascript_errors(jupyte
             notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook")
             goals = notebook.locator(".jp-RenderedMarkdown", has_text="Learning goals.").first
             goals.wait_for(timeout=30_000)  # rendered, not the hidden Markdown source
-            # The solutions cell is collapsed: JupyterLab shows a placeholder, not its source.
-            notebook.locator(".jp-Cell").last.scroll_into_view_if_needed()
+            # The solutions cell (the last) is collapsed: JupyterLab hides its input and shows
+            # a placeholder. The notebook is windowed, so scroll the last cell into the DOM.
+            hidden = page.evaluate(
+                """async () => {
+                  const nb = window.jupyterapp.shell.currentWidget.content;
+                  const last = nb.widgets.length - 1;
+                  nb.activeCellIndex = last;
+                  await nb.scrollToItem(last);
+                  return String(nb.widgets[last].inputHidden);
+                }"""
+            )
+            assert hidden == "true", f"the solutions cell of notebook 00 is not collapsed: {hidden}"
             notebook.locator(".jp-InputPlaceholder").first.wait_for(timeout=30_000)
             page.screenshot(path=str(ARTIFACTS / "quickstart.png"))
 
             page.evaluate(
-                "path => window.jupyterapp.commands.execute('markdownviewer:open', {path})",
+                "async path => {"
+                " await window.jupyterapp.commands.execute('markdownviewer:open', {path});"
+                " return true; }",  # the command resolves to a widget: do not ship it back
                 INDEX.name,
             )
             rendered = page.locator(".jp-MarkdownViewer .jp-RenderedMarkdown").last
