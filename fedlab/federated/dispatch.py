@@ -7,7 +7,8 @@ detail of *where and how* clients train lives behind this interface:
 * :class:`SimulatedDispatcher` — clients in this process: a client runtime (reference or
   vectorised), device profiles, dropouts and simulated time against the deadline;
 * a device dispatcher over a transport (emulated or real boards) and a Flower dispatcher
-  (SuperNodes over gRPC) speak the same interface.
+  (SuperNodes over gRPC) are to implement the same interface (not built yet: notebook 02
+  still drives its emulated boards through ``fedlab.kits.run_emulated_round``).
 
 A dispatcher never aggregates and never judges an update: it reports, per task, either an
 envelope (what the client sent, after its client-side pipeline stages) with the time it
