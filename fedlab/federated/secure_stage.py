@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedlab.federated.reduce import CohortSum
-from fedlab.federated.types import ClientUpdate, Weights
+from fedlab.federated.types import ClientUpdate
 from fedlab.secure import STAGES, RoundSetup, SecAggConfig
 from fedlab.secure.simulate import run_round
 
@@ -126,9 +126,3 @@ class SecureAggregation:
         weight = float(result.num_examples) if result.weighted else float(len(result.contributors))
         cohort = CohortSum(tuple(tensors), weight, len(result.contributors))
         return SecureSum(cohort, lost_at, "", uploaded, float(result.error_bound))
-
-    def mean_of(self, summed: SecureSum) -> Weights:
-        """The cohort's mean delta (for inspection; strategies take the CohortSum)."""
-        if summed.cohort is None:
-            raise ValueError(f"secure aggregation aborted: {summed.failure}")
-        return summed.cohort.mean()
