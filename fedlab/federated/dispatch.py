@@ -17,9 +17,9 @@ arrived, or why nothing usable came back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -53,7 +53,9 @@ class RoundTasks:
 @dataclass(frozen=True, slots=True)
 class Report:
     """What came back from one client: an envelope that arrived ``duration_s`` after the
-    round opened, or the reason nothing usable did (``dropped``, ``straggler``, ``failed``)."""
+    round opened, or the reason nothing usable did (``dropped``, ``straggler``, ``failed``).
+    ``stage_bytes`` is the body size after each client stage when the dispatcher saw them
+    (:meth:`~fedlab.federated.stages.Pipeline.send_measured`)."""
 
     client_id: int
     status: ReportStatus
@@ -61,6 +63,7 @@ class Report:
     duration_s: float = 0.0
     num_examples: int = 0
     detail: str = ""
+    stage_bytes: tuple[tuple[str, int], ...] = ()
 
     def __post_init__(self) -> None:
         if (self.status == "reported") != (self.envelope is not None):
@@ -72,10 +75,27 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class Dispatched:
-    """One report per task, in the tasks' order, and what trained them (for the history)."""
+    """One report per task, in the tasks' order, and what trained them (for the history).
+
+    Attributes
+    ----------
+    reports : tuple of Report
+        One per task, in order.
+    runtime : str
+        What trained the clients (shown in the round log).
+    expect_headers : mapping
+        Headers every reported envelope must carry with exactly these values (a wire
+        dispatcher's ``round_index``, ``model_version``, ``base_version``): the server's
+        validation refuses a stale or foreign update that does not echo them.
+    bytes_down : int, optional
+        Bytes really sent to the clients, when the dispatcher knows (frames, delta-encoded
+        models); by default the round counts the raw model once per invited client.
+    """
 
     reports: tuple[Report, ...]
     runtime: str = ""
+    expect_headers: Mapping[str, Any] = field(default_factory=dict)
+    bytes_down: int | None = None
 
 
 class Dispatcher(Protocol):
@@ -199,7 +219,7 @@ class SimulatedDispatcher:
                 reports[cid] = Report(cid, "failed", detail=trained.error)
                 continue
             try:
-                envelope = self.pipeline.send(trained, tasks.context)
+                envelope, sizes = self.pipeline.send_measured(trained, tasks.context)
             except Exception as exc:  # a client-side stage failed: this client's failure
                 reports[cid] = Report(cid, "failed", detail=f"{type(exc).__name__}: {exc}")
                 continue
@@ -219,7 +239,9 @@ class SimulatedDispatcher:
                     detail=f"reported at {duration:.1f} s > deadline {deadline:g} s",
                 )
                 continue
-            reports[cid] = Report(cid, "reported", envelope, duration, client.num_examples)
+            reports[cid] = Report(
+                cid, "reported", envelope, duration, client.num_examples, stage_bytes=sizes
+            )
         note = getattr(self.runtime, "last_run", None)
         if not jobs:
             runtime = ""

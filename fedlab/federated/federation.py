@@ -374,6 +374,7 @@ class Federation:
             raise RuntimeError("the dispatcher must return one report per task, in order")
         outcomes: dict[int, ClientOutcome] = {}
         arrived: list[tuple[float, int, Envelope]] = []
+        sizes = {rep.client_id: rep.stage_bytes for rep in dispatched.reports}
         for rep in dispatched.reports:
             if rep.status == "reported":
                 assert rep.envelope is not None
@@ -396,15 +397,28 @@ class Federation:
             )
         accepted: list[ClientUpdate] = []
         bytes_up = 0
+        stage_bytes: dict[str, int] = {}
+        refusals: dict[str, int] = {}
+        expect = dict(dispatched.expect_headers)
         for duration, cid, envelope in arrived[:keep]:
             bytes_up += envelope.nbytes
+            for stage, n in sizes[cid]:
+                stage_bytes[stage] = stage_bytes.get(stage, 0) + n
             # Each update is judged on its own (the pipeline's UpdatePolicy: this client's
-            # id, its enrolled data size as the cap on num_examples, the norm bound): one
-            # malformed update is recorded as rejected with its reason, never the round lost.
-            own = replace(context, client_id=cid, max_examples=dispatcher.enrolled_examples(cid))
+            # id, its enrolled data size as the cap on num_examples, the norm bound, the
+            # headers a wire dispatcher expects echoed): one malformed update is recorded as
+            # rejected with its reason, never the round lost.
+            own = replace(
+                context,
+                client_id=cid,
+                max_examples=dispatcher.enrolled_examples(cid),
+                expect_headers=expect,
+            )
             try:
                 update = self.pipeline.receive(envelope, own)
             except Exception as exc:
+                stage = (exc.stage if isinstance(exc, UpdateRejected) else "") or "error"
+                refusals[stage] = refusals.get(stage, 0) + 1
                 reason = str(exc) if isinstance(exc, UpdateRejected) else f"{exc!r}"
                 claimed = envelope.num_examples if is_int(envelope.num_examples) else 0
                 outcomes[cid] = ClientOutcome(cid, "rejected", duration, int(claimed), reason)
@@ -475,11 +489,17 @@ class Federation:
             test_accuracy=float(metrics["accuracy"]),
             test_loss=float(metrics["loss"]),
             bytes_up=bytes_up,
-            bytes_down=tasks.model_bytes * len(selected),
+            bytes_down=(
+                dispatched.bytes_down
+                if dispatched.bytes_down is not None
+                else tasks.model_bytes * len(selected)
+            ),
             sim_time_s=float(sim_time),
             wall_time_s=time.perf_counter() - start,
             runtime=dispatched.runtime,
             aggregation_failure=failure,
+            stage_bytes=tuple(stage_bytes.items()),
+            stage_rejections=tuple(sorted(refusals.items())),
         )
         # Commit: every change of state happens here, after all the work succeeded.
         self._weights = weights

@@ -300,6 +300,14 @@ class ClipUpdate:
         return replace(envelope, body=clipped, headers=headers)
 
 
+def _body_bytes(body: Any) -> int:
+    if isinstance(body, bytes | bytearray | memoryview):
+        return len(body)
+    if isinstance(body, tuple | list):
+        return int(sum(getattr(a, "nbytes", 0) for a in body))
+    return 0
+
+
 @dataclass(frozen=True, slots=True)
 class Pipeline:
     """Client-side and server-side stages applied to every update, in order."""
@@ -317,6 +325,13 @@ class Pipeline:
 
     def send(self, update: ClientUpdate, context: StageContext) -> Envelope:
         """Client side: wrap an update and run it through the client stages."""
+        return self.send_measured(update, context)[0]
+
+    def send_measured(
+        self, update: ClientUpdate, context: StageContext
+    ) -> tuple[Envelope, tuple[tuple[str, int], ...]]:
+        """:meth:`send`, and the envelope's body size after each step: ``("update", n)``
+        for the raw tensors, then one ``(stage name, bytes)`` per client stage."""
         envelope = Envelope(
             client_id=update.client_id,
             num_examples=update.num_examples,
@@ -325,14 +340,21 @@ class Pipeline:
             # as sent: the server's validation judges what arrives, malformed or not
             metrics=dict(update.metrics) if isinstance(update.metrics, Mapping) else update.metrics,
         )
+        sizes = [("update", _body_bytes(envelope.body))]
         for stage in self.client:
             envelope = stage.apply(envelope, context)
-        return envelope
+            sizes.append((stage.name, _body_bytes(envelope.body)))
+        return envelope, tuple(sizes)
 
     def receive(self, envelope: Envelope, context: StageContext) -> ClientUpdate:
         """Server side: run the server stages and validation; raises ``UpdateRejected``."""
         for stage in (*self.server, self.validate):
-            envelope = stage.apply(envelope, context)
+            try:
+                envelope = stage.apply(envelope, context)
+            except UpdateRejected as exc:
+                if not exc.stage:
+                    exc.stage = stage.name
+                raise
         body = envelope.body
         assert not isinstance(body, bytes | bytearray)  # ValidateUpdate guarantees arrays
         delta: Weights = tuple(np.asarray(a, dtype=np.float32) for a in body)

@@ -39,7 +39,15 @@ def is_real(value: Any) -> bool:
 
 
 class UpdateRejected(Exception):
-    """Raised by a server stage to reject one client's update; the round goes on."""
+    """Raised by a server stage to reject one client's update; the round goes on.
+
+    ``stage`` names the pipeline stage that refused it (set by the pipeline when the
+    stage itself did not).
+    """
+
+    def __init__(self, reason: str = "", *, stage: str = "") -> None:
+        super().__init__(reason)
+        self.stage = stage
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +160,10 @@ class RoundResult:
     round was not evaluated). ``wall_time_s`` is the real time taken here; ``sim_time_s``
     the simulated duration of the round on the devices; ``runtime`` which client runtime
     trained the round (and any fallback, with its reason and cost); ``aggregation_failure``
-    why nothing was applied although updates were accepted (secure aggregation aborted).
+    why nothing was applied although updates were accepted (secure aggregation aborted);
+    ``stage_bytes`` the upload bytes of the round's arrived updates after each client
+    stage (``("update", n)`` first: the raw float tensors), ``stage_rejections`` how many
+    updates each server stage refused.
     """
 
     round_index: int
@@ -172,6 +183,8 @@ class RoundResult:
     wall_time_s: float = 0.0
     runtime: str = ""
     aggregation_failure: str = ""
+    stage_bytes: tuple[tuple[str, int], ...] = ()
+    stage_rejections: tuple[tuple[str, int], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready)."""
@@ -211,6 +224,8 @@ class RoundResult:
             rejected=reasons("rejected"),
             runtime=str(data.get("runtime", "")),
             aggregation_failure=str(data.get("aggregation_failure", "")),
+            stage_bytes=tuple((str(k), int(v)) for k, v in data.get("stage_bytes", ())),
+            stage_rejections=tuple((str(k), int(v)) for k, v in data.get("stage_rejections", ())),
             **scalars,
         )
 
