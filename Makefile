@@ -112,3 +112,10 @@ lock:
 
 clean:
 	rm -rf build .pytest_cache .mypy_cache .ruff_cache
+
+## The device kit on a full-system aarch64 VM (qemu-system-aarch64, Debian arm64 kernel and
+## root, no KVM): install offline, doctor, bench, LiteRT train, one agent round. Slow (builds
+## build/arm64 once, then ~tens of minutes per run); not part of `make test`. Needs root.
+.PHONY: test-arm64
+test-arm64: setup
+	bash device_kits/arm64/run_test.sh

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make test-arm64: the kit on a full-system aarch64 VM (qemu-system-aarch64, TCG), end to end.
+#
+# Usage: device_kits/arm64/run_test.sh          (from anywhere; uses the repository's .venv)
+#
+# 1. build_image.sh: Debian bookworm arm64 root + kernel + initrd in build/arm64 (cached);
+# 2. host.py prepare: a Raspberry Pi kit, a device folder, one published round task and
+#    the kit's aarch64 wheels, in the share build/arm64/share;
+# 3. boot the VM (Cortex-A72 = a Raspberry Pi 4's core; ARM64_SMP vCPUs, ARM64_MEM MiB,
+#    disk in -snapshot mode so the image stays clean), which runs guest_test.sh from the share
+#    over 9p and powers off; console in build/arm64/console.log;
+# 4. host.py collect: the summary; exit 1 when any step failed.
+#
+# Environment: ARM64_TIMEOUT (seconds for the whole boot+test, default 5400), ARM64_SMP (2),
+# ARM64_MEM (2048), ARM64_CPU (cortex-a72), ARM64_BISECT=1 (also export one-layer models
+# into the share and run their train signatures in the VM).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+OUT="$ROOT/build/arm64"
+SHARE="$OUT/share"
+PY="$ROOT/.venv/bin/python"
+log() { printf '[test-arm64] %s\n' "$*"; }
+
+command -v qemu-system-aarch64 >/dev/null || {
+  log "installing qemu-system-arm"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-arm >/dev/null
+}
+t0=$(date +%s)
+nice -n 19 bash "$HERE/build_image.sh" "$OUT"
+t1=$(date +%s)
+mkdir -p "$SHARE"
+nice -n 19 "$PY" "$HERE/host.py" prepare "$SHARE" "$OUT/wheels" \
+  2> >(grep -v -E 'cu(DNN|FFT|BLAS) factory|is ignored: it is neither' >&2)
+if [ "${ARM64_BISECT:-0}" = 1 ]; then
+  nice -n 19 "$PY" "$HERE/bisect_models.py" "$SHARE/bisect"
+else
+  rm -rf "$SHARE/bisect"
+fi
+rm -rf "$SHARE/wheels"
+cp -r "$OUT/wheels" "$SHARE/wheels"
+cp "$HERE/guest_test.sh" "$HERE/train_check.py" "$SHARE/"
+t2=$(date +%s)
+
+log "booting the arm64 VM (TCG, ${ARM64_SMP:-2} vCPU, ${ARM64_MEM:-2048} MiB); console: $OUT/console.log"
+rc=0
+timeout "${ARM64_TIMEOUT:-5400}" nice -n 19 qemu-system-aarch64 \
+  -M virt -cpu "${ARM64_CPU:-cortex-a72}" -smp "${ARM64_SMP:-2}" -m "${ARM64_MEM:-2048}" \
+  -nographic -no-reboot -snapshot -nic none \
+  -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" \
+  -append "root=/dev/vda rw console=ttyAMA0 init=/sbin/fedlab-test-init loglevel=4" \
+  -drive "if=virtio,format=raw,file=$OUT/root.img" \
+  -virtfs "local,path=$SHARE,mount_tag=fedlab,security_model=none,id=fedlab" \
+  < /dev/null > "$OUT/console.log" 2>&1 || rc=$?
+t3=$(date +%s)
+grep -E 'FEDLAB-GUEST|Kernel panic|Segmentation|segfault' "$OUT/console.log" || true
+[ "$rc" -eq 124 ] && log "the VM did not finish within ${ARM64_TIMEOUT:-5400} s (killed)"
+[ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && log "qemu exited with $rc"
+boot="?"
+[ -f "$SHARE/results/boot.json" ] && boot="$(tr -dc '0-9.' < "$SHARE/results/boot.json")"
+log "image $((t1 - t0)) s (cached when 0-ish), prepare $((t2 - t1)) s, VM $((t3 - t2)) s (kernel to test start: ${boot} s of guest uptime)"
+"$PY" "$HERE/host.py" collect "$SHARE" 2> >(grep -v -E 'cu(DNN|FFT|BLAS) factory' >&2)
