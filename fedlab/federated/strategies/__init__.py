@@ -9,6 +9,7 @@ from fedlab.federated.strategies.fedavg import FedAvg
 from fedlab.federated.strategies.fedavgm import FedAvgM
 from fedlab.federated.strategies.fedopt import FedAdagrad, FedAdam, FedYogi
 from fedlab.federated.strategies.fedprox import FedProx
+from fedlab.federated.strategies.robust import RobustAggregation
 
 __all__ = [
     "STRATEGIES",
@@ -18,6 +19,7 @@ __all__ = [
     "FedAvgM",
     "FedProx",
     "FedYogi",
+    "RobustAggregation",
     "Strategy",
     "StrategyState",
     "make_strategy",
