@@ -23,10 +23,11 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from fedlab.codec import ModelDelta
 from fedlab.data.federated_dataset import FederatedDataset
 from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
 from fedlab.federated.selection import ClientProfile, simulated_duration
-from fedlab.federated.stages import Pipeline, StageContext
+from fedlab.federated.stages import ClientStateStore, Pipeline, StageContext
 from fedlab.federated.types import ClientPlan, Envelope, Weights
 
 __all__ = ["Dispatched", "Dispatcher", "Report", "RoundTasks", "SimulatedDispatcher"]
@@ -138,6 +139,23 @@ class SimulatedDispatcher:
     pass their update through the pipeline's client stages, and arrive at the simulated
     time of their profile (compute at ``seconds_per_example``, download, upload); past the
     deadline they are stragglers.
+
+    Client-side state is kept here, as each device would keep its own: one
+    :class:`~fedlab.federated.stages.ClientStateStore` per client for the pipeline's
+    stateful stages (error-feedback residuals), and — with ``downlink`` — the model each
+    device holds. :meth:`state_dict` / :meth:`load_state_dict` checkpoint both;
+    :meth:`reset` forgets them.
+
+    Parameters
+    ----------
+    downlink : ModelDelta, optional
+        Send the broadcast as an exact delta (:class:`fedlab.codec.ModelDelta` without a
+        lossy codec) against the model the device last received; a device that never
+        received one (or whose delta would be larger) downloads the dense float32 model;
+        one that already holds this version downloads nothing. Bytes really sent are reported in
+        :attr:`Dispatched.bytes_down` (dropped clients are taken to have gone offline
+        before the download and are not counted). ``None`` (default): every invited
+        client downloads the dense model.
     """
 
     def __init__(
@@ -149,15 +167,27 @@ class SimulatedDispatcher:
         profiles: Sequence[ClientProfile],
         dropout_rate: float = 0.0,
         seconds_per_example: float = 0.0,
+        downlink: ModelDelta | None = None,
     ) -> None:
         if len(profiles) != data.num_clients:
             raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
+        if downlink is not None:
+            if not isinstance(downlink, ModelDelta):
+                raise TypeError(f"downlink must be a ModelDelta or None, got {downlink!r}")
+            if downlink.codec is not None:
+                raise ValueError(
+                    "downlink: only the exact ModelDelta() is simulated (every simulated "
+                    f"client trains from the same global model), got codec {downlink.codec!r}"
+                )
         self.data = data
         self.runtime = runtime
         self.pipeline = pipeline
         self.profiles = tuple(profiles)
         self.dropout_rate = dropout_rate
         self.seconds_per_example = seconds_per_example
+        self.downlink = downlink
+        self._stores: dict[int, ClientStateStore] = {}
+        self._held: dict[int, Weights] = {}
 
     @property
     def num_clients(self) -> int:
@@ -172,6 +202,106 @@ class SimulatedDispatcher:
         """The simulated device's profile."""
         return self.profiles[client_id]
 
+    # -- client-side state ------------------------------------------------------------
+    def client_state(self, client_id: int) -> ClientStateStore:
+        """The state store of simulated client ``client_id`` (created on first use)."""
+        store = self._stores.get(client_id)
+        if store is None:
+            store = self._stores[client_id] = ClientStateStore(client_id)
+        return store
+
+    def reset(self) -> None:
+        """Forget every client's stage state and held model (a fresh fleet)."""
+        self._stores.clear()
+        self._held.clear()
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """The client-side state as flat ``{key: array}`` (``.npz``-ready, no pickles).
+
+        Keys: ``client/<id>/<stage>`` (uint8 bytes of each stateful stage's state) and,
+        with a downlink, ``held/<id>`` (index of the model the device holds) and
+        ``model/<k>/<i>`` (tensor ``i`` of distinct held model ``k``).
+        """
+        out: dict[str, np.ndarray] = {}
+        for cid, store in sorted(self._stores.items()):
+            for name, blob in store.state_dict(self.pipeline.client).items():
+                out[f"client/{cid}/{name}"] = np.frombuffer(blob, np.uint8).copy()
+        models: dict[int, int] = {}
+        for cid, held in sorted(self._held.items()):
+            if id(held) not in models:
+                k = models[id(held)] = len(models)
+                for i, a in enumerate(held):
+                    out[f"model/{k}/{i}"] = np.array(a)
+            out[f"held/{cid}"] = np.array(models[id(held)], np.int64)
+        return out
+
+    def load_state_dict(self, state: Mapping[str, np.ndarray]) -> None:
+        """Restore :meth:`state_dict` output; everything is checked before anything
+        changes (a ``ValueError`` names the bad key)."""
+        blobs: dict[int, dict[str, bytes]] = {}
+        models: dict[int, dict[int, np.ndarray]] = {}
+        held_index: dict[int, int] = {}
+        for key, value in state.items():
+            parts = key.split("/")
+            try:
+                if parts[0] == "client" and len(parts) == 3:
+                    blobs.setdefault(int(parts[1]), {})[parts[2]] = np.asarray(
+                        value, np.uint8
+                    ).tobytes()
+                elif parts[0] == "model" and len(parts) == 3:
+                    models.setdefault(int(parts[1]), {})[int(parts[2])] = np.asarray(value)
+                elif parts[0] == "held" and len(parts) == 2:
+                    held_index[int(parts[1])] = int(np.asarray(value))
+                else:
+                    raise ValueError("unknown key")
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"dispatcher state: bad entry {key!r} ({exc})") from None
+        for cid in (*blobs, *held_index):
+            if not 0 <= cid < self.num_clients:
+                raise ValueError(f"dispatcher state: client {cid} is not enrolled")
+        built = {
+            k: tuple(np.asarray(t[i], np.float32) for i in range(len(t))) for k, t in models.items()
+        }
+        for cid, k in held_index.items():
+            if k not in built:
+                raise ValueError(f"dispatcher state: held/{cid} names missing model {k}")
+        stores = {}
+        for cid, named in blobs.items():
+            store = ClientStateStore(cid)
+            store.load_state_dict(named, self.pipeline.client)
+            stores[cid] = store
+        self._stores = stores
+        self._held = {cid: built[k] for cid, k in held_index.items()}
+
+    def _downloads(self, tasks: RoundTasks, receivers: Sequence[int]) -> dict[int, int]:
+        """Bytes each receiver downloads this round (and record what it now holds)."""
+        dense = tasks.model_bytes
+        if self.downlink is None:
+            return dict.fromkeys(receivers, dense)
+        sizes: dict[int, int] = {}
+        by_base: dict[int, int] = {}
+        for cid in receivers:
+            base = self._held.get(cid)
+            if base is None:
+                sizes[cid] = dense
+            elif base is tasks.weights:
+                sizes[cid] = 0  # already holds this version (nothing changed since)
+            else:
+                if id(base) not in by_base:
+                    payload = self.downlink.encode(tasks.weights, base)
+                    rebuilt = self.downlink.decode(payload, base)
+                    if any(
+                        a.tobytes() != np.asarray(b, np.float32).tobytes()
+                        for a, b in zip(rebuilt, tasks.weights, strict=True)
+                    ):
+                        raise RuntimeError("downlink delta did not rebuild the model exactly")
+                    # the server sends whichever is smaller (a tiny model's delta header
+                    # can outweigh it)
+                    by_base[id(base)] = min(len(payload), dense)
+                sizes[cid] = by_base[id(base)]
+            self._held[cid] = tasks.weights
+        return sizes
+
     def dispatch(
         self,
         tasks: RoundTasks,
@@ -180,14 +310,22 @@ class SimulatedDispatcher:
         on_training_start: Callable[[tuple[int, ...]], None],
     ) -> Dispatched:
         """Simulate the round's clients (see the class docstring)."""
-        deadline, model_bytes = tasks.deadline_s, tasks.model_bytes
+        deadline = tasks.deadline_s
         drop_draw = rng.random(len(tasks.plans))
+        dropped = {
+            plan.client_id
+            for plan, u in zip(tasks.plans, drop_draw, strict=True)
+            if u < self.dropout_rate
+        }
+        down = self._downloads(
+            tasks, [p.client_id for p in tasks.plans if p.client_id not in dropped]
+        )
         reports: dict[int, Report] = {}
         jobs = []
-        for plan, u in zip(tasks.plans, drop_draw, strict=True):
+        for plan in tasks.plans:
             cid = plan.client_id
             client = self.data.clients[cid]
-            if u < self.dropout_rate:
+            if cid in dropped:
                 reports[cid] = Report(cid, "dropped", detail="did not report")
                 continue
             # Download and compute alone already past the deadline: a sure straggler.
@@ -195,7 +333,7 @@ class SimulatedDispatcher:
                 self.profiles[cid],
                 examples_processed=plan.epochs * client.num_examples,
                 seconds_per_example=self.seconds_per_example,
-                bytes_down=model_bytes,
+                bytes_down=down[cid],
                 bytes_up=0,
             )
             if deadline is not None and floor > deadline:
@@ -213,13 +351,18 @@ class SimulatedDispatcher:
         results = self.runtime.train_clients(tasks.weights, jobs) if jobs else []
         if len(results) != len(jobs):
             raise RuntimeError(f"runtime returned {len(results)} results for {len(jobs)} jobs")
+        stateful = self.pipeline.stateful
         for (client, plan), trained in zip(jobs, results, strict=True):
             cid = client.client_id
             if isinstance(trained, ClientFailure):
                 reports[cid] = Report(cid, "failed", detail=trained.error)
                 continue
             try:
-                envelope, sizes = self.pipeline.send_measured(trained, tasks.context)
+                # The device's store is updated only if every client stage succeeds; an
+                # update that then arrives late was still sent (its residual moved on).
+                envelope, sizes = self.pipeline.send_measured(
+                    trained, tasks.context, self.client_state(cid) if stateful else None
+                )
             except Exception as exc:  # a client-side stage failed: this client's failure
                 reports[cid] = Report(cid, "failed", detail=f"{type(exc).__name__}: {exc}")
                 continue
@@ -227,7 +370,7 @@ class SimulatedDispatcher:
                 self.profiles[cid],
                 examples_processed=plan.epochs * client.num_examples,
                 seconds_per_example=self.seconds_per_example,
-                bytes_down=model_bytes,
+                bytes_down=down[cid],
                 bytes_up=envelope.nbytes,
             )
             if deadline is not None and duration > deadline:
@@ -249,4 +392,8 @@ class SimulatedDispatcher:
             runtime = note.describe()
         else:
             runtime = type(self.runtime).__name__
-        return Dispatched(tuple(reports[p.client_id] for p in tasks.plans), runtime)
+        return Dispatched(
+            tuple(reports[p.client_id] for p in tasks.plans),
+            runtime,
+            bytes_down=None if self.downlink is None else int(sum(down.values())),
+        )

@@ -13,10 +13,11 @@ accept and refuse exactly the same updates.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -30,10 +31,12 @@ from fedlab.federated.types import (
 )
 
 __all__ = [
+    "ClientStateStore",
     "ClipUpdate",
     "Pipeline",
     "Stage",
     "StageContext",
+    "StatefulStage",
     "UpdatePolicy",
     "ValidateUpdate",
     "l2_norm",
@@ -82,6 +85,147 @@ class Stage(Protocol):
     def apply(self, envelope: Envelope, context: StageContext) -> Envelope:
         """Transform ``envelope``; server stages raise ``UpdateRejected`` to refuse it."""
         ...
+
+
+@runtime_checkable
+class StatefulStage(Protocol):
+    """A client stage that carries per-client state from one update to the next (error
+    feedback's residual, a codec's randomness counter).
+
+    The stage object stays frozen: its state lives in the client's
+    :class:`ClientStateStore` (the simulated dispatcher keeps one per client, a device its
+    own, on disk between rounds). The pipeline calls :meth:`apply_stateful` with the state
+    the store holds and puts the returned state back only once every client stage has
+    succeeded.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short name; also the key of this stage's state in the store (unique per pipeline)."""
+        ...
+
+    @property
+    def requires_state(self) -> bool:
+        """True if running without a store would silently lose information (error
+        feedback's residual): the pipeline then refuses to run the stage without one."""
+        ...
+
+    def apply(self, envelope: Envelope, context: StageContext) -> Envelope:
+        """Stateless use (no store): as :meth:`apply_stateful` from a fresh state."""
+        ...
+
+    def initial_state(self, client_id: int) -> Any:
+        """The state of a client that has not sent anything yet."""
+        ...
+
+    def apply_stateful(
+        self, envelope: Envelope, context: StageContext, state: Any
+    ) -> tuple[Envelope, Any]:
+        """Transform ``envelope`` with this client's ``state``; return the next state
+        (``state`` itself is never modified)."""
+        ...
+
+    def state_to_bytes(self, state: Any) -> bytes:
+        """The state as bytes (checkpoints, a device's disk)."""
+        ...
+
+    def state_from_bytes(self, data: bytes) -> Any:
+        """Inverse of :meth:`state_to_bytes`; a damaged blob is a ``ValueError``."""
+        ...
+
+
+class ClientStateStore:
+    """One client's state for every stateful stage of its pipeline, by stage name.
+
+    Owned by the client side: the :class:`~fedlab.federated.dispatch.SimulatedDispatcher`
+    keeps one per simulated client; a device agent keeps one and persists it between
+    rounds with :meth:`to_bytes` / :meth:`from_bytes`. Pass it to
+    :meth:`Pipeline.send_measured`; it is updated only when all client stages succeed.
+    """
+
+    __slots__ = ("_states", "client_id")
+
+    def __init__(self, client_id: int) -> None:
+        if not is_int(client_id) or client_id < 0:
+            raise ValueError(f"client_id must be an int >= 0, got {client_id!r}")
+        self.client_id = int(client_id)
+        self._states: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"ClientStateStore(client_id={self.client_id}, stages={sorted(self._states)})"
+
+    def __contains__(self, stage_name: object) -> bool:
+        return stage_name in self._states
+
+    def get(self, stage: StatefulStage) -> Any:
+        """The client's state for ``stage`` (its initial state if it has none yet)."""
+        if stage.name in self._states:
+            return self._states[stage.name]
+        return stage.initial_state(self.client_id)
+
+    def commit(self, states: Mapping[str, Any]) -> None:
+        """Replace the states of the named stages (after a successful send)."""
+        self._states.update(states)
+
+    def state_dict(self, stages: Sequence[Stage]) -> dict[str, bytes]:
+        """``{stage name: bytes}`` for every stateful stage in ``stages`` that has state."""
+        return {
+            s.name: s.state_to_bytes(self._states[s.name])
+            for s in stages
+            if isinstance(s, StatefulStage) and s.name in self._states
+        }
+
+    def load_state_dict(self, blobs: Mapping[str, bytes], stages: Sequence[Stage]) -> None:
+        """Restore :meth:`state_dict` output; validates everything before changing
+        anything (a ``ValueError`` names the stage whose blob is bad or unknown)."""
+        by_name = {s.name: s for s in stages if isinstance(s, StatefulStage)}
+        loaded: dict[str, Any] = {}
+        for name, blob in blobs.items():
+            if name not in by_name:
+                raise ValueError(
+                    f"client {self.client_id}: saved state for stage {name!r}, which is not "
+                    f"a stateful stage of this pipeline ({sorted(by_name)})"
+                )
+            try:
+                loaded[name] = by_name[name].state_from_bytes(bytes(blob))
+            except ValueError as exc:
+                raise ValueError(f"client {self.client_id}, stage {name!r}: {exc}") from None
+        self._states = loaded
+
+    def to_bytes(self, stages: Sequence[Stage]) -> bytes:
+        """The whole store as one blob (what a device writes to disk between rounds)."""
+        parts = self.state_dict(stages)
+        header = json.dumps(
+            {"client_id": self.client_id, "stages": {k: len(v) for k, v in parts.items()}},
+            sort_keys=True,
+        ).encode()
+        return _STORE_MAGIC + len(header).to_bytes(4, "big") + header + b"".join(parts.values())
+
+    @classmethod
+    def from_bytes(cls, data: bytes, stages: Sequence[Stage]) -> ClientStateStore:
+        """Read :meth:`to_bytes` back (``ValueError`` for a damaged or foreign blob)."""
+        try:
+            if not data.startswith(_STORE_MAGIC):
+                raise ValueError("not a fedlab client-state blob")
+            at = len(_STORE_MAGIC)
+            size = int.from_bytes(data[at : at + 4], "big")
+            header = json.loads(data[at + 4 : at + 4 + size])
+            at += 4 + size
+            lengths = header["stages"]
+            if not isinstance(lengths, dict) or sum(lengths.values()) != len(data) - at:
+                raise ValueError("client-state blob is truncated or has trailing bytes")
+            blobs = {}
+            for name, n in lengths.items():
+                blobs[name] = data[at : at + n]
+                at += n
+            store = cls(header["client_id"])
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not a valid client-state blob: {exc!r}") from None
+        store.load_state_dict(blobs, stages)
+        return store
+
+
+_STORE_MAGIC = b"FLSTATE1"
 
 
 def l2_norm(arrays: Sequence[np.ndarray]) -> float:
@@ -323,15 +467,43 @@ class Pipeline:
         (what the client applies last, the server undoes first)."""
         return replace(self, client=(*self.client, *client), server=(*server, *self.server))
 
-    def send(self, update: ClientUpdate, context: StageContext) -> Envelope:
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.client if isinstance(s, StatefulStage)]
+        if len(set(names)) != len(names):
+            raise ValueError(
+                f"stateful client stages need distinct names (their state is kept by name), "
+                f"got {names}"
+            )
+
+    @property
+    def stateful(self) -> bool:
+        """True if a client stage keeps per-client state."""
+        return any(isinstance(s, StatefulStage) for s in self.client)
+
+    def send(
+        self,
+        update: ClientUpdate,
+        context: StageContext,
+        state: ClientStateStore | None = None,
+    ) -> Envelope:
         """Client side: wrap an update and run it through the client stages."""
-        return self.send_measured(update, context)[0]
+        return self.send_measured(update, context, state)[0]
 
     def send_measured(
-        self, update: ClientUpdate, context: StageContext
+        self,
+        update: ClientUpdate,
+        context: StageContext,
+        state: ClientStateStore | None = None,
     ) -> tuple[Envelope, tuple[tuple[str, int], ...]]:
         """:meth:`send`, and the envelope's body size after each step: ``("update", n)``
-        for the raw tensors, then one ``(stage name, bytes)`` per client stage."""
+        for the raw tensors, then one ``(stage name, bytes)`` per client stage.
+
+        ``state`` is the sending client's store: stateful stages read their state from it
+        and, once every client stage has succeeded, their next state is committed to it
+        (a stage that raises leaves the store as it was). Without a store a stateful stage
+        runs stateless (its :meth:`~StatefulStage.apply`), unless it
+        ``requires_state`` — then this is a ``ValueError``.
+        """
         envelope = Envelope(
             client_id=update.client_id,
             num_examples=update.num_examples,
@@ -340,10 +512,28 @@ class Pipeline:
             # as sent: the server's validation judges what arrives, malformed or not
             metrics=dict(update.metrics) if isinstance(update.metrics, Mapping) else update.metrics,
         )
+        if state is not None and state.client_id != update.client_id:
+            raise ValueError(
+                f"state store of client {state.client_id} passed with an update of client "
+                f"{update.client_id!r}"
+            )
         sizes = [("update", _body_bytes(envelope.body))]
+        pending: dict[str, Any] = {}
         for stage in self.client:
-            envelope = stage.apply(envelope, context)
+            if isinstance(stage, StatefulStage) and state is not None:
+                envelope, pending[stage.name] = stage.apply_stateful(
+                    envelope, context, state.get(stage)
+                )
+            elif isinstance(stage, StatefulStage) and stage.requires_state:
+                raise ValueError(
+                    f"client stage {stage.name!r} keeps per-client state (error feedback) "
+                    "and would lose it here: pass the client's ClientStateStore"
+                )
+            else:
+                envelope = stage.apply(envelope, context)
             sizes.append((stage.name, _body_bytes(envelope.body)))
+        if state is not None:
+            state.commit(pending)
         return envelope, tuple(sizes)
 
     def receive(self, envelope: Envelope, context: StageContext) -> ClientUpdate:
