@@ -1,9 +1,14 @@
 # shellcheck shell=bash
 # Shared steps of the fedlab device setup scripts (sourced, not run).
 #
-# Every command that changes the system goes through `run`, which only prints it in a dry
-# run. Files are written under $PREFIX (default /), so `--dry-run --prefix DIR` installs the
-# kit's files into DIR and prints what it would do to the system.
+# Three ways to run:
+#   /              (default, as root) a real install: files, venv, service user, systemd.
+#   --dry-run      files under $PREFIX; every other command is only printed (`run`).
+#   --prefix DIR   (without --dry-run) a staged install under DIR: the kit, config, state
+#                  folders with their owners and modes, the venv with the vendored wheels and
+#                  the final doctor run as the service user, all for real under DIR; commands
+#                  that change the host system (apt, useradd, systemctl, udev, swap) go through
+#                  `sys_run` and are only printed. The tests install kits this way.
 
 PREFIX="/"
 DRY_RUN=0
@@ -11,7 +16,12 @@ KIT_DIR=""
 SERVICE_USER="fedlab"
 TRUSTED_KEY=""
 ALLOW_ROLLBACK=0
+ONLINE_INSTALL=0
+DATA_FILE=""
 VERIFY_KEY=""
+KIT_WHEELS=""
+KIT_PLATFORM=""
+KIT_VERSION=""
 
 log() { printf '[fedlab-setup] %s\n' "$*"; }
 die() { printf '[fedlab-setup] ERROR: %s\n' "$*" >&2; exit 1; }
@@ -22,6 +32,33 @@ run() {
   else
     "$@"
   fi
+}
+
+# A command that changes the host system outside $PREFIX: printed, not run, under --prefix.
+sys_run() {
+  if [ "$DRY_RUN" -eq 0 ] && [ "$PREFIX" != "/" ]; then
+    printf '[prefix: not run] %s\n' "$*"
+  else
+    run "$@"
+  fi
+}
+
+service_group() { id -gn "$SERVICE_USER" 2>/dev/null || printf '%s' "$SERVICE_USER"; }
+
+# Run a command as the service user (the final doctor: what it can read and write is what
+# the agent will be able to).
+as_service_user() {
+  if command -v runuser >/dev/null 2>&1; then
+    run runuser -u "$SERVICE_USER" -- "$@"
+  else
+    run setpriv --reuid="$SERVICE_USER" --regid="$(service_group)" --init-groups -- "$@"
+  fi
+}
+
+# A field of the kit's signed manifest info (verified before this is called).
+manifest_info() {
+  python3 -I -c 'import json, sys; v = json.load(open(sys.argv[1])).get("info", {}).get(sys.argv[2], ""); print(v)' \
+    "$KIT_DIR/manifest.json" "$1"
 }
 
 # path INSIDE the target root
@@ -37,6 +74,10 @@ parse_common_args() {
       --board) shift; [ $# -gt 0 ] || die "--board needs usb or devboard"; BOARD="$1" ;;
       --trusted-key) shift; [ $# -gt 0 ] || die "--trusted-key needs a base64 key"; TRUSTED_KEY="$1" ;;
       --allow-rollback) ALLOW_ROLLBACK=1 ;;
+      --online-install) ONLINE_INSTALL=1 ;;
+      --user) shift; [ $# -gt 0 ] || die "--user needs a user name"; SERVICE_USER="$1" ;;
+      --data) shift; [ $# -gt 0 ] || die "--data needs a file"; DATA_FILE="$1"
+              [ -f "$DATA_FILE" ] || die "--data $DATA_FILE: no such file" ;;
       -h|--help) usage; exit 0 ;;
       *) die "unknown argument: $1 (see --help)" ;;
     esac
@@ -54,6 +95,29 @@ parse_common_args() {
   verify_kit_dir "$KIT_DIR" "$VERIFY_KEY" "$(p /opt/fedlab/kit)" \
     || die "kit refused: $KIT_DIR (nothing was installed)"
   log "kit verified: signature, every file's SHA-256, nothing unlisted"
+  KIT_WHEELS="$(manifest_info wheels)"
+  KIT_PLATFORM="$(manifest_info platform)"
+  KIT_VERSION="$(manifest_info kit_version)"
+  if [ "$KIT_WHEELS" != "vendored" ]; then
+    if [ "$ONLINE_INSTALL" -eq 1 ]; then
+      log "WARNING: this kit has no vendored wheels: its requirements come from PyPI, unpinned and outside the signature (--online-install)" >&2
+    elif [ "$DRY_RUN" -eq 1 ]; then
+      log "WARNING: this kit has no vendored wheels (built without a wheelhouse): a real install refuses it unless run with --online-install" >&2
+    else
+      die "this kit has no vendored wheels (built without a wheelhouse): its requirements would be downloaded from PyPI unpinned, outside the signature. Rebuild it after 'make wheelhouse', or pass --online-install to accept that (nothing was installed)"
+    fi
+  fi
+}
+
+# The device's state folder (from its device.json when there is one).
+state_dir() {
+  local config dir
+  config="$(p /etc/fedlab/device.json)"
+  dir=""
+  if [ -f "$config" ]; then
+    dir="$(python3 -I -c 'import json, sys; print(json.load(open(sys.argv[1])).get("state_dir", ""))' "$config" 2>/dev/null || true)"
+  fi
+  printf '%s' "${dir:-$(p /var/lib/fedlab/state)}"
 }
 
 # The workbench key this device trusts: the one pinned in its device.json; on a first
@@ -82,11 +146,12 @@ pinned_key() {
 # --allow-rollback) a kit not older than the verified one in INSTALLED. Reads only.
 verify_kit_dir() {
   command -v openssl >/dev/null 2>&1 || die "openssl is needed to verify the kit (apt-get install openssl)"
-  python3 -I - "$1" "$2" "$3" "$ALLOW_ROLLBACK" <<'PY'
+  python3 -I - "$1" "$2" "$3" "$ALLOW_ROLLBACK" "$(state_dir)/kit_version.json" <<'PY'
 import base64, hashlib, json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 kit, key, installed, allow_rollback = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), sys.argv[4] == "1"
+record = Path(sys.argv[5])
 
 def fail(message):
     print(f"[fedlab-setup] ERROR: {message}", file=sys.stderr)
@@ -144,21 +209,40 @@ unlisted = sorted(str(p.relative_to(kit)) for p in kit.rglob("*")
 if unlisted:
     fail(f"kit refused: files not in the signed manifest: {unlisted[:5]} (a kit holds exactly what was signed)")
 current = signed_manifest(installed) if installed.resolve() != kit.resolve() else None
-if current is not None and not allow_rollback:
-    new = str(manifest.get("info", {}).get("created", ""))
-    old = str(current.get("info", {}).get("created", ""))
-    if new < old:
-        fail(f"kit refused: this kit (built {new or 'at an unknown time'}) is older than the installed one "
-             f"(built {old}): refusing a rollback (--allow-rollback to force it)")
+info = manifest.get("info", {})
+if not allow_rollback:
+    # kit_version: signed, one more per kit of a workbench key. The agent's record in the
+    # state folder counts too (the highest version this device ran).
+    new_version = info.get("kit_version")
+    floor = []
+    if current is not None and isinstance(current.get("info", {}).get("kit_version"), int):
+        floor.append(current["info"]["kit_version"])
+    if record.is_file():
+        try:
+            floor.append(int(json.loads(record.read_text())["kit_version"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            fail(f"{record} is damaged ({exc}): remove it or use --allow-rollback")
+    if isinstance(new_version, int) and floor and new_version < max(floor):
+        fail(f"kit refused: this kit (kit_version {new_version}) is older than the installed one "
+             f"(kit_version {max(floor)}): refusing a rollback (--allow-rollback to force it)")
+    if current is not None and not isinstance(new_version, int):
+        # kits made before kit_version: their build dates
+        new = str(info.get("created", ""))
+        old = str(current.get("info", {}).get("created", ""))
+        if new < old:
+            fail(f"kit refused: this kit (built {new or 'at an unknown time'}) is older than the installed one "
+                 f"(built {old}): refusing a rollback (--allow-rollback to force it)")
 PY
 }
 
 check_platform() {
-  local arch py
+  local arch py want
   arch="$(uname -m)"
-  if [ "$arch" != "aarch64" ]; then
-    if [ "$DRY_RUN" -eq 1 ]; then log "note: $arch is not aarch64 (fine for a dry run)";
-    else die "this kit is built for 64-bit ARM (aarch64); this machine is $arch"; fi
+  want="${KIT_PLATFORM#linux_}"
+  want="${want:-aarch64}"
+  if [ "$arch" != "$want" ]; then
+    if [ "$DRY_RUN" -eq 1 ]; then log "note: $arch is not $want, the kit's platform (fine for a dry run)";
+    else die "this kit is built for $want ($KIT_PLATFORM); this machine is $arch"; fi
   fi
   py="$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || echo none)"
   if [ "$py" != "3.11" ]; then
@@ -173,13 +257,15 @@ install_apt_packages() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then log "apt packages present: $*"; return; fi
-  run apt-get update
-  run env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
+  sys_run apt-get update
+  sys_run env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
 }
 
 create_service_user() {
   if id "$SERVICE_USER" >/dev/null 2>&1; then
     log "service user $SERVICE_USER exists"
+  elif [ "$DRY_RUN" -eq 0 ] && [ "$PREFIX" != "/" ]; then
+    die "a --prefix install does not create system users: user $SERVICE_USER does not exist (pass --user NAME)"
   else
     run useradd --system --home-dir /var/lib/fedlab --shell /usr/sbin/nologin "$SERVICE_USER"
   fi
@@ -189,10 +275,15 @@ install_kit_files() {
   local dest tmp
   dest="$(p /opt/fedlab/kit)"
   mkdir -p "$(p /opt/fedlab)" "$(p /etc/fedlab)" "$(p /var/lib/fedlab/state)" "$(p /var/lib/fedlab/exchange)"
+  chmod 0755 "$(p /opt/fedlab)" "$(p /etc/fedlab)"
   if [ "$(cd "$KIT_DIR" && pwd)" != "$(cd "$dest" 2>/dev/null && pwd)" ]; then
     # Replace the installed kit in one rename, so the agent never sees half a kit.
     tmp="$(mktemp -d "$(p /opt/fedlab)/.kit.XXXXXX")"
-    cp -a "$KIT_DIR/." "$tmp/"
+    cp -R "$KIT_DIR/." "$tmp/"
+    # Owned by root, readable by the service user: mktemp made the folder 0700, and the
+    # unpacked kit keeps whatever modes and owner its archive had.
+    chmod -R u=rwX,go=rX "$tmp"
+    [ "$(id -u)" -ne 0 ] || chown -R 0:0 "$tmp"
     # The copy is what gets installed: verify it too (the source may change under us).
     verify_kit_dir "$tmp" "$VERIFY_KEY" "$dest" || { rm -rf "$tmp"; die "kit copy refused: $tmp"; }
     rm -rf "$dest.old"
@@ -206,23 +297,69 @@ install_kit_files() {
   if [ -f "$config" ]; then
     log "kept existing $config"
   else
-    sed "s/\"device-001\"/\"$(hostname)\"/" "$KIT_DIR/device.json.template" > "$config"
-    chmod 0644 "$config"
-    log "wrote $config (edit data_path and transport.folder for this board)"
+    # Under a prefix the config's absolute paths point into it, so the staged install runs.
+    python3 -I - "$KIT_DIR/device.json.template" "$PREFIX" > "$config.tmp" <<'PY'
+import json, sys
+config, prefix = json.load(open(sys.argv[1])), sys.argv[2].rstrip("/")
+def inside(path):
+    return prefix + path if prefix and isinstance(path, str) and path.startswith("/") else path
+for field in ("kit_dir", "data_path", "state_dir"):
+    config[field] = inside(config.get(field, ""))
+if isinstance(config.get("transport"), dict) and "folder" in config["transport"]:
+    config["transport"]["folder"] = inside(config["transport"]["folder"])
+print(json.dumps(config, indent=1))
+PY
+    chmod 0644 "$config.tmp"
+    mv "$config.tmp" "$config"
+    log "wrote $config (edit transport.folder for this board; the device id is generated at first start)"
+  fi
+}
+
+# State, exchange and data belong to the service user; the agent's rollback record is the
+# kit version just installed (setup verified it is not older, or was told --allow-rollback).
+install_state() {
+  local group state data
+  group="$(service_group)"
+  state="$(state_dir)"
+  run chown "$SERVICE_USER:$group" "$(p /var/lib/fedlab)" "$(p /var/lib/fedlab/state)" "$(p /var/lib/fedlab/exchange)" "$state"
+  run chmod 0750 "$(p /var/lib/fedlab/state)" "$state"
+  run chmod 0755 "$(p /var/lib/fedlab)" "$(p /var/lib/fedlab/exchange)"
+  if [ -n "$KIT_VERSION" ]; then
+    printf '{"kit_version": %s}\n' "$KIT_VERSION" > "$state/.kit_version.json.tmp"
+    chmod 0644 "$state/.kit_version.json.tmp"
+    mv "$state/.kit_version.json.tmp" "$state/kit_version.json"
+    run chown "$SERVICE_USER:$group" "$state/kit_version.json"
+  fi
+  if [ -n "$DATA_FILE" ]; then
+    data="$(python3 -I -c 'import json, sys; print(json.load(open(sys.argv[1]))["data_path"])' "$(p /etc/fedlab/device.json)")"
+    [ "${DATA_FILE##*.}" = "${data##*.}" ] || die "--data $DATA_FILE: device.json expects a .${data##*.} file at $data"
+    mkdir -p "$(dirname "$data")"
+    install -m 0640 "$DATA_FILE" "$data"
+    run chown "$SERVICE_USER:$group" "$data"
+    log "data copied to $data"
   fi
 }
 
 install_python_env() {
-  local venv wheel wheels
+  local venv wheel wheels kit
   venv=/opt/fedlab/venv
+  kit="$(p /opt/fedlab/kit)"
   # From the installed (verified) copy only, and exactly one wheel.
   wheels=("$(p /opt/fedlab/kit)"/wheels/fedlab-*.whl)
   [ -f "${wheels[0]}" ] || die "no fedlab wheel in $(p /opt/fedlab/kit)/wheels"
   [ ${#wheels[@]} -eq 1 ] || die "more than one fedlab wheel in the kit: ${wheels[*]}"
   wheel="$(basename "${wheels[0]}")"
   if [ -x "$(p $venv)/bin/python" ]; then log "venv $venv exists"; else run python3 -m venv "$(p $venv)"; fi
-  run "$(p $venv)/bin/pip" install --disable-pip-version-check -r "$(p /opt/fedlab/kit)/requirements-device.txt"
-  run "$(p $venv)/bin/pip" install --disable-pip-version-check --no-deps --force-reinstall "$(p /opt/fedlab/kit)/wheels/$wheel"
+  if [ "$KIT_WHEELS" = "vendored" ]; then
+    # Offline, from the verified kit only, every wheel's SHA-256 pinned.
+    run "$(p $venv)/bin/pip" install --disable-pip-version-check --no-cache-dir --no-index \
+      --find-links "$kit/wheels" --require-hashes -r "$kit/requirements-device.txt"
+    run "$(p $venv)/bin/pip" install --disable-pip-version-check --no-cache-dir --no-index \
+      --no-deps --force-reinstall "$kit/wheels/$wheel"
+  else
+    run "$(p $venv)/bin/pip" install --disable-pip-version-check -r "$kit/requirements-device.txt"
+    run "$(p $venv)/bin/pip" install --disable-pip-version-check --no-deps --force-reinstall "$kit/wheels/$wheel"
+  fi
 }
 
 install_service() {
@@ -230,13 +367,14 @@ install_service() {
   unit="$(p /etc/systemd/system/fedlab-agent.service)"
   mkdir -p "$(dirname "$unit")"
   install -m 0644 "$KIT_DIR/fedlab-agent.service" "$unit"
-  run chown -R "$SERVICE_USER:$SERVICE_USER" "$(p /var/lib/fedlab)"
-  run systemctl daemon-reload
-  run systemctl enable --now fedlab-agent.service
+  sys_run systemctl daemon-reload
+  sys_run systemctl enable --now fedlab-agent.service
 }
 
+# As the service user: a kit or folder it cannot read or write fails here, not in the
+# service. Missing data is a warning (the agent waits for it), not a failed install.
 run_doctor() {
-  run "$(p /opt/fedlab/venv)/bin/python" -m fedlab.edge.doctor --config "$(p /etc/fedlab/device.json)"
+  as_service_user "$(p /opt/fedlab/venv)/bin/python" -m fedlab.edge.doctor --config "$(p /etc/fedlab/device.json)"
 }
 
 # The agent itself, the same on every board. Argument: a step to run once the
@@ -245,6 +383,7 @@ install_agent() {
   create_service_user
   if [ -n "$1" ]; then "$1"; fi
   install_kit_files
+  install_state
   install_python_env
   install_service
   run_doctor

@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Set up a Coral board as a fedlab client: the USB Accelerator on a Raspberry Pi (64-bit
-# Raspberry Pi OS Bookworm), or the Coral Dev Board.
+# Set up a Coral USB Accelerator on a Raspberry Pi 4/5 (64-bit Raspberry Pi OS Bookworm,
+# Python 3.11) as a fedlab client. The Coral Dev Board is not supported (see README.md).
 #
-# Usage: sudo ./setup.sh [--board usb|devboard] [--kit DIR] [--trusted-key KEY] [--dry-run]
-#                        [--prefix DIR]
+# Usage: sudo ./setup.sh [--board usb] [--kit DIR] [--trusted-key KEY] [--data FILE]
+#                        [--dry-run] [--prefix DIR]
 #
-#   --board            usb (default): USB Accelerator; devboard: the Dev Board's PCIe Edge TPU
+#   --board usb        the USB Accelerator (the only board supported; devboard is refused)
 #   --kit DIR          the unpacked kit (default: the folder of this script)
 #   --trusted-key KEY  the workbench's base64 public key (first install; afterwards the
 #                      key pinned in /etc/fedlab/device.json is used)
-#   --allow-rollback   install a kit older than the installed one
+#   --data FILE        copy the local training data into place (else later: the agent waits)
+#   --allow-rollback   install a kit older than the installed one (lower kit_version)
+#   --online-install   accept a kit without vendored wheels (downloads unpinned from PyPI)
+#   --user NAME        the service user (default fedlab)
 #   --dry-run          print the commands that change the system instead of running them
-#   --prefix DIR       install files under DIR instead of / (with --dry-run: a test install)
+#   --prefix DIR       install under DIR instead of / (see raspberry_pi/setup.sh)
 #
 # Verifies the kit first (signature with the pinned key, every hash, no unlisted file, no
 # rollback), then adds Coral's apt repository, installs the Edge TPU runtime
@@ -20,7 +23,9 @@
 set -euo pipefail
 
 BOARD="usb"
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+
+DEVBOARD_REFUSED="the Coral Dev Board is not supported: it runs Mendel Linux (Debian 10, Python 3.7), for which ai-edge-litert (the LiteRT runtime the agent needs) has no wheels, and Coral's own tflite_runtime/pycoral stop at Python 3.9 while fedlab needs 3.9+ with ai-edge-litert. Use a Coral USB Accelerator on a Raspberry Pi 4/5 with 64-bit Raspberry Pi OS Bookworm (--board usb)"
 
 # In a kit common.sh sits beside this script; in the repository it is one folder up.
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,7 +46,7 @@ add_coral_repository() {
   else
     mkdir -p "$(dirname "$list")" "$(dirname "$keyring")"
     echo "$CORAL_LIST" > "$list"
-    run sh -c "curl -fsSL $CORAL_KEY_URL | gpg --dearmor --yes -o $keyring"
+    sys_run sh -c "curl -fsSL $CORAL_KEY_URL | gpg --dearmor --yes -o $keyring"
     log "Coral apt repository added"
   fi
 }
@@ -61,29 +66,37 @@ RULES
     rm -f "$rules.tmp"; log "udev rules present"
   else
     mv "$rules.tmp" "$rules"
-    run udevadm control --reload-rules
-    run udevadm trigger
+    sys_run udevadm control --reload-rules
+    sys_run udevadm trigger
     log "udev rules installed"
   fi
   if id -nG "$SERVICE_USER" 2>/dev/null | grep -qw plugdev; then
     log "$SERVICE_USER is in plugdev"
   else
-    run usermod -aG plugdev "$SERVICE_USER"
+    sys_run usermod -aG plugdev "$SERVICE_USER"
   fi
 }
 
 main() {
+  # The board is checked before the kit: nothing is verified or installed for a board
+  # that cannot run it.
+  local arg previous=""
+  for arg in "$@"; do
+    if [ "$previous" = "--board" ]; then
+      case "$arg" in
+        usb) ;;
+        devboard) die "$DEVBOARD_REFUSED" ;;
+        *) die "--board must be usb (the Dev Board is not supported), got $arg" ;;
+      esac
+    fi
+    previous="$arg"
+  done
   parse_common_args "$@"
-  case "$BOARD" in usb|devboard) ;; *) die "--board must be usb or devboard, got $BOARD" ;; esac
   log "Coral ($BOARD) kit $KIT_DIR → prefix $PREFIX$([ "$DRY_RUN" -eq 1 ] && echo ' (dry run)')"
   check_platform
   install_apt_packages curl gnupg python3-venv python3-pip
   add_coral_repository
-  if [ "$BOARD" = "usb" ]; then
-    install_apt_packages libedgetpu1-std
-  else
-    log "Dev Board: Mendel Linux ships the Edge TPU driver and runtime"
-  fi
+  install_apt_packages libedgetpu1-std
   install_agent install_udev_rules
 }
 

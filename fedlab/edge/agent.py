@@ -8,11 +8,17 @@ Usage::
     python -m fedlab.edge.agent --config /etc/fedlab/device.json           # one task
     python -m fedlab.edge.agent --config /etc/fedlab/device.json --loop    # as a service
 
-Exit codes: 0 done (or no task), 2 configuration error, 3 kit verification failed,
-4 bad local data, 5 Edge TPU required but unavailable, 6 the task was refused (damaged,
-bad values, another model version) or training or the transport failed. With ``--loop`` a
-refused task or failed round is reported on stderr and the agent keeps polling; it never
-ends with a traceback. Imports numpy, cryptography and ai-edge-litert — never TensorFlow.
+Exit codes: 0 done (or no task), 2 configuration error, 3 kit verification failed
+(including a kit older than one this device already ran: a rollback), 4 bad local data,
+5 Edge TPU required but unavailable, 6 the task was refused (damaged, bad values, another
+model version) or training or the transport failed. With ``--loop`` a refused task or
+failed round is reported on stderr and the agent keeps polling, and a data file that is
+not there yet (a first install) is waited for; it never ends with a traceback. Imports
+numpy, cryptography and ai-edge-litert — never TensorFlow.
+
+A restarted agent does not train a task twice: the last answered task (round and base
+model version) is kept in ``state_dir/last_round.json`` and read at start. Without a
+``device_id`` in ``device.json`` the agent generates one and keeps it in ``state_dir``.
 """
 
 from __future__ import annotations
@@ -22,20 +28,23 @@ import json
 import resource
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
-from fedlab.edge.config import ConfigError, DeviceConfig
+from fedlab.edge.config import ConfigError, DeviceConfig, resolve_device_id
 from fedlab.edge.coral import EdgeTPUUnavailable, EmbeddingBackbone, HeadTrainer
-from fedlab.edge.data import DataError, load_local_data
-from fedlab.edge.manifest import KitVerificationError, Manifest, verify_kit
+from fedlab.edge.data import DataError, DataMissing, load_local_data
+from fedlab.edge.manifest import KitVerificationError, Manifest, check_not_rollback, verify_kit
 from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
 from fedlab.edge.trainer import LiteRTTrainer
 from fedlab.edge.transport import FileTransport, Transport
 from fedlab.federated.types import ClientPlan
 from fedlab.protocol import RoundTask, UpdateEnvelope, encoded_size
 
-__all__ = ["DeviceAgent", "main", "peak_rss_mb", "transport_from_config"]
+__all__ = ["LAST_ROUND_FILE", "DeviceAgent", "main", "peak_rss_mb", "transport_from_config"]
+
+LAST_ROUND_FILE = "last_round.json"
 
 
 def transport_from_config(config: DeviceConfig) -> Transport:
@@ -61,8 +70,15 @@ class DeviceAgent:
     Raises
     ------
     KitVerificationError, ConfigError, ValueError, EdgeTPUUnavailable
-        Before anything runs: the kit is refused, the config does not fit the kit, the
-        local data does not fit the model, or an Edge TPU is required and absent.
+        Before anything runs: the kit is refused (or older than one this device ran),
+        the config does not fit the kit, the local data does not fit the model, or an
+        Edge TPU is required and absent.
+
+    Attributes
+    ----------
+    accelerator : str
+        What really runs the model: ``"cpu"``, or for Coral ``"edgetpu: compiled model +
+        delegate loaded"`` / ``"cpu: <why not the Edge TPU>"``.
     """
 
     def __init__(
@@ -72,8 +88,15 @@ class DeviceAgent:
         *,
         delegate_loader: Any = None,
     ) -> None:
-        self.config = config
         self.manifest: Manifest = verify_kit(config.kit_dir, config.trusted_key)
+        if config.state_dir:
+            try:
+                self.kit_version = check_not_rollback(self.manifest, config.state_dir)
+            except OSError as exc:
+                raise ConfigError(
+                    f"field 'state_dir' {config.state_dir!r} is not writable by this user: {exc}"
+                ) from exc
+        self.config = config = resolve_device_id(config)
         info = self.manifest.info
         kit_mode = info.get("mode")
         if kit_mode != config.mode:
@@ -89,6 +112,7 @@ class DeviceAgent:
             self.trainable = TrainableModel(kit / model["file"], spec, threads=config.threads)
             self.trainer = LiteRTTrainer(self.trainable)
             input_shape, classes = spec.input_shape, spec.num_classes
+            self.accelerator = "cpu"
         else:
             backbone = EmbeddingBackbone(
                 kit / model["backbone"],
@@ -101,12 +125,31 @@ class DeviceAgent:
             self.trainer = HeadTrainer(backbone, shapes, tuple(model["head_indices"]), classes)
             input_shape = backbone.input_shape
             self.on_edgetpu = backbone.on_edgetpu
+            self.accelerator = backbone.runs_on
         self.x, self.y = load_local_data(
             config.data_path, tuple(input_shape), classes, csv_header=config.csv_header
         )
         self.transport = transport if transport is not None else transport_from_config(config)
         self.last_round: int | None = None
-        self._last_task: tuple[int, str] | None = None
+        self._last_task: tuple[int, str] | None = self._read_last_task()
+
+    def _read_last_task(self) -> tuple[int, str] | None:
+        """The task answered before a restart, from ``state_dir`` (None: none kept)."""
+        if not self.config.state_dir:
+            return None
+        path = Path(self.config.state_dir) / LAST_ROUND_FILE
+        if not path.is_file():
+            return None
+        try:
+            record = json.loads(path.read_text())
+            last = (int(record["round_index"]), str(record["base_version"]))
+        except (ValueError, KeyError, TypeError) as exc:
+            # Written atomically, so this is a hand edit or an older agent's record: the
+            # worst outcome of ignoring it is one task trained again. Said, not hidden.
+            warnings.warn(f"{path}: ignored ({type(exc).__name__}: {exc})", stacklevel=3)
+            return None
+        self.last_round = last[0]
+        return last
 
     def run_once(self) -> tuple[RoundTask, UpdateEnvelope] | None:
         """Fetch a task; train; submit its envelope. None when there is no new task (none
@@ -143,11 +186,12 @@ class DeviceAgent:
                 self.trainable.save_checkpoint(state / "checkpoint.npz")
             record = {
                 "round_index": task.round_index,
+                "base_version": task.base_version,
                 "num_examples": envelope.num_examples,
                 "train_loss": envelope.metrics.get("train_loss"),
                 "time": time.time(),
             }
-            atomic_write_bytes(state / "last_round.json", json.dumps(record).encode())
+            atomic_write_bytes(state / LAST_ROUND_FILE, json.dumps(record).encode())
         return task, envelope
 
 
@@ -164,6 +208,27 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _start(config: DeviceConfig, *, loop: bool, interval: float) -> DeviceAgent:
+    """The agent; with ``loop``, a data file not copied yet is waited for (a first install
+    ends before the owner copies it, and a crash-looping service would be stopped)."""
+    waiting = False
+    while True:
+        try:
+            return DeviceAgent(config)
+        except DataMissing as exc:
+            if not loop:
+                raise
+            if not waiting:
+                print(
+                    f"fedlab-agent: waiting for local data: {exc} (copy it there; "
+                    f"checking every {interval:g} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                waiting = True
+            time.sleep(interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         config = DeviceConfig.load(args.config)
-        agent = DeviceAgent(config)
+        agent = _start(config, loop=args.loop, interval=args.interval)
     except ConfigError as exc:
         print(f"fedlab-agent: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -213,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 json.dumps(
                     {
-                        "device_id": config.device_id,
+                        "device_id": agent.config.device_id,
+                        "accelerator": agent.accelerator,
                         "round_index": task.round_index,
                         "num_examples": envelope.num_examples,
                         "num_steps": envelope.num_steps,

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import MISSING, asdict, dataclass, field
+import secrets
+from dataclasses import MISSING, asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ConfigError", "DeviceConfig"]
+__all__ = ["DEVICE_ID_FILE", "ConfigError", "DeviceConfig", "resolve_device_id"]
 
 MODES = ("litert", "coral")
 FALLBACKS = ("refuse", "cpu")
 TRANSPORTS = ("files",)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: The generated device id, kept in ``state_dir`` across restarts and reinstalls.
+DEVICE_ID_FILE = "device_id"
 
 
 class ConfigError(ValueError):
@@ -27,7 +30,9 @@ class DeviceConfig:
     Attributes
     ----------
     device_id : str
-        Letters, digits, ``_.-``; at most 64 characters.
+        Letters, digits, ``_.-``; at most 64 characters. Empty: the agent generates a
+        random id once (``pi-<8 hex>``) and keeps it in ``state_dir`` (hostnames collide:
+        many Pis are left as ``raspberrypi``).
     kit_dir : str
         The installed kit (relative paths are relative to the config file).
     data_path : str
@@ -69,8 +74,13 @@ class DeviceConfig:
         for name in ("device_id", "kit_dir", "data_path", "trusted_key", "state_dir"):
             if not isinstance(getattr(self, name), str):
                 fail(name, "a string")
-        if not _ID.match(self.device_id):
-            fail("device_id", "1-64 letters, digits, '_', '.' or '-'")
+        if self.device_id and not _ID.match(self.device_id):
+            fail("device_id", "1-64 letters, digits, '_', '.' or '-' (or empty: generated)")
+        if not self.device_id and not self.state_dir:
+            raise ConfigError(
+                "field 'device_id' is empty (generate one) but 'state_dir' is empty too: "
+                "set a device_id, or a state_dir to keep the generated one in"
+            )
         for name in ("kit_dir", "data_path", "trusted_key"):
             if not getattr(self, name):
                 fail(name, "a non-empty string")
@@ -147,3 +157,31 @@ class DeviceConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (what ``device.json`` holds)."""
         return asdict(self)
+
+
+def resolve_device_id(config: DeviceConfig) -> DeviceConfig:
+    """``config`` with its device id: the configured one, else the one kept in
+    ``state_dir/device_id``, else a new random ``pi-<8 hex>`` (``coral-…`` in mode coral)
+    written there for every later start.
+
+    Raises
+    ------
+    ConfigError
+        The kept id file is not a valid id, or cannot be written.
+    """
+    if config.device_id:
+        return config
+    from fedlab.edge.model import atomic_write_bytes
+
+    path = Path(config.state_dir) / DEVICE_ID_FILE
+    if path.is_file():
+        kept = path.read_text().strip()
+        if not _ID.match(kept):
+            raise ConfigError(f"{path}: {kept[:80]!r} is not a device id (delete it to regenerate)")
+        return replace(config, device_id=kept)
+    new = f"{'coral' if config.mode == 'coral' else 'pi'}-{secrets.token_hex(4)}"
+    try:
+        atomic_write_bytes(path, new.encode() + b"\n")
+    except OSError as exc:
+        raise ConfigError(f"cannot keep the generated device id in {path}: {exc}") from exc
+    return replace(config, device_id=new)

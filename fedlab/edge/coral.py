@@ -21,6 +21,7 @@ from fedlab.federated.batching import batch_schedule
 from fedlab.federated.types import ClientPlan, ClientUpdate
 
 __all__ = [
+    "EDGETPU_CUSTOM_OP",
     "EDGETPU_LIBRARY",
     "HEAD_OPTIMIZERS",
     "EdgeTPUUnavailable",
@@ -31,6 +32,8 @@ __all__ = [
 ]
 
 EDGETPU_LIBRARY = "libedgetpu.so.1"
+#: The custom operator name edgetpu_compiler puts into a compiled model's flatbuffer.
+EDGETPU_CUSTOM_OP = b"edgetpu-custom-op"
 
 #: Client optimizers the head trainer runs (Adam does not run on the device).
 HEAD_OPTIMIZERS = ("sgd", "momentum")
@@ -102,12 +105,25 @@ class EmbeddingBackbone:
             raise ValueError("backbone is not a TFLite model")
         loader = delegate_loader or _load_edgetpu_delegate
         delegates: list[Any] = []
-        self.reason = ""
-        try:
-            delegates = [loader(EDGETPU_LIBRARY)]
-        except (OSError, ValueError, RuntimeError) as exc:
-            self.reason = f"Edge TPU delegate {EDGETPU_LIBRARY} not usable: {exc}"
+        # Only a model compiled by edgetpu_compiler has work for the Edge TPU (one
+        # edgetpu-custom-op); the delegate accepts an uncompiled model and runs nothing.
+        self.compiled = EDGETPU_CUSTOM_OP in data
+        if not self.compiled:
+            self.reason = (
+                "the backbone is not compiled for the Edge TPU (no edgetpu-custom-op: the kit "
+                "was built without edgetpu_compiler), so the delegate would run nothing"
+            )
+        else:
+            self.reason = ""
+            try:
+                delegates = [loader(EDGETPU_LIBRARY)]
+            except (OSError, ValueError, RuntimeError) as exc:
+                self.reason = f"Edge TPU delegate {EDGETPU_LIBRARY} not usable: {exc}"
         self.on_edgetpu = bool(delegates)
+        #: What really runs the backbone, as the agent reports it.
+        self.runs_on = f"cpu: {self.reason}"
+        if self.on_edgetpu:
+            self.runs_on = "edgetpu: compiled model + delegate loaded"
         if not self.on_edgetpu:
             if fallback == "refuse":
                 raise EdgeTPUUnavailable(

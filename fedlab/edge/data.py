@@ -8,11 +8,15 @@ import numpy as np
 
 from fedlab.edge.trainer import check_examples
 
-__all__ = ["DataError", "load_local_data"]
+__all__ = ["DataError", "DataMissing", "load_local_data"]
 
 
 class DataError(ValueError):
     """The device's local data is missing or does not fit the model."""
+
+
+class DataMissing(DataError):
+    """The local data file is not there yet (a first install: the service waits for it)."""
 
 
 def load_local_data(
@@ -36,7 +40,7 @@ def load_local_data(
     """
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: local data file not found")
+        raise DataMissing(f"{p}: local data file not found")
     features = int(np.prod(input_shape))
     if p.suffix == ".npz":
         try:

@@ -5,6 +5,9 @@ Usage::
     python -m fedlab.edge.doctor [--config /etc/fedlab/device.json] [--json]
 
 Prints one line per check (ok / warn / FAIL) and exits 1 when a required check fails.
+With ``--config`` it also checks, as the user it runs as (setup.sh runs it as the service
+user), that the kit verifies and is readable, the state and exchange folders are
+writable, and the local data is there (missing data is a warning: the agent waits).
 The facts are gathered by :func:`probe` and judged by the pure :func:`diagnose`, so the
 judgement is tested with made-up boards.
 """
@@ -19,9 +22,12 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ["Check", "Probe", "Report", "diagnose", "main", "probe"]
+if TYPE_CHECKING:
+    from fedlab.edge.config import DeviceConfig
+
+__all__ = ["Check", "Probe", "Report", "config_checks", "diagnose", "main", "probe"]
 
 EDGETPU_USB_IDS = {
     "1a6e:089a": "Coral USB Accelerator (before first use)",
@@ -199,6 +205,128 @@ class Report:
         return "\n".join(lines)
 
 
+def _user() -> str:
+    import pwd
+
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _writable(folder: Path) -> tuple[bool, str]:
+    """Can this user create files in ``folder`` (or create it, when it does not exist)?"""
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return False, f"{probe} is not a folder"
+    ok = os.access(probe, os.W_OK | os.X_OK)
+    where = "" if probe == folder else f" (missing; would be created in {probe})"
+    return ok, where
+
+
+def config_checks(config: DeviceConfig) -> list[Check]:
+    """What the agent will need, checked as the user running the doctor (setup.sh runs it
+    as the service user): the kit verified and readable, not a rollback, state and
+    exchange folders writable, the local data present and readable, the device id.
+
+    Reads only (a generated device id is not created here).
+    """
+    from fedlab.edge.config import DEVICE_ID_FILE
+    from fedlab.edge.manifest import (
+        INSTALLED_VERSION_FILE,
+        KitVerificationError,
+        kit_version,
+        verify_kit,
+    )
+
+    who = _user()
+    checks: list[Check] = []
+    kit = Path(config.kit_dir)
+    unreadable = sorted(
+        str(q.relative_to(kit))
+        for q in ([kit, *kit.rglob("*")] if kit.is_dir() else [])
+        if not os.access(q, os.R_OK | (os.X_OK if q.is_dir() else 0))
+    )
+    if unreadable:
+        checks.append(
+            Check(
+                "permissions",
+                "fail",
+                f"{len(unreadable)} kit path(s) not readable by {who}: {unreadable[:3]} "
+                "(kit files must be 0644, folders 0755)",
+            )
+        )
+    else:
+        checks.append(Check("permissions", "ok", f"every kit file readable by {who}"))
+    try:
+        manifest = verify_kit(kit, config.trusted_key)
+        version = kit_version(manifest)
+        checks.append(
+            Check("kit", "ok", f"{kit}: signature and hashes verified (kit_version {version})")
+        )
+        record = Path(config.state_dir) / INSTALLED_VERSION_FILE if config.state_dir else None
+        if record is not None and record.is_file():
+            try:
+                installed = int(json.loads(record.read_text())["kit_version"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                checks.append(Check("rollback", "fail", f"{record}: unreadable or damaged ({exc})"))
+            else:
+                if version < installed:
+                    checks.append(
+                        Check(
+                            "rollback",
+                            "fail",
+                            f"kit_version {version} is older than {installed} already run here",
+                        )
+                    )
+    except KitVerificationError as exc:
+        checks.append(Check("kit", "fail", str(exc)))
+    folders = [("state", config.state_dir)] if config.state_dir else []
+    if config.transport.get("kind") == "files":
+        folders.append(("exchange", str(config.transport["folder"])))
+    for name, folder in folders:
+        ok, where = _writable(Path(folder))
+        checks.append(
+            Check(
+                name,
+                "ok" if ok else "fail",
+                f"{folder}{where}: {'writable' if ok else 'NOT writable'} by {who}",
+            )
+        )
+    data = Path(config.data_path)
+    if not data.exists():
+        checks.append(
+            Check(
+                "data",
+                "warn",
+                f"data missing: copy it to {data} (readable by the service user); "
+                "the agent waits for it",
+            )
+        )
+    elif not os.access(data, os.R_OK):
+        checks.append(Check("data", "fail", f"{data}: not readable by {who}"))
+    else:
+        checks.append(Check("data", "ok", f"{data}"))
+    if config.device_id:
+        checks.append(Check("device id", "ok", f"{config.device_id} (from the config)"))
+    else:
+        kept = Path(config.state_dir) / DEVICE_ID_FILE
+        text = kept.read_text().strip() if kept.is_file() else ""
+        checks.append(
+            Check(
+                "device id",
+                "ok",
+                f"{text} (generated, kept in {kept})"
+                if text
+                else f"generated by the agent at its first start, kept in {kept}",
+            )
+        )
+    return checks
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -217,23 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     disk = "."
     if args.config:
         from fedlab.edge.config import ConfigError, DeviceConfig
-        from fedlab.edge.manifest import KitVerificationError, verify_kit
 
         try:
             config = DeviceConfig.load(args.config)
             mode, fallback, disk = config.mode, config.coral_fallback, config.kit_dir
-            verify_kit(config.kit_dir, config.trusted_key)
-            extra.append(Check("kit", "ok", f"{config.kit_dir}: signature and hashes verified"))
-            data_ok = os.path.isfile(config.data_path)
-            extra.append(
-                Check(
-                    "data",
-                    "ok" if data_ok else "fail",
-                    f"{config.data_path}{'' if data_ok else ': missing'}",
-                )
-            )
-        except (ConfigError, KitVerificationError) as exc:
-            extra.append(Check("kit", "fail", str(exc)))
+            extra.extend(config_checks(config))
+        except ConfigError as exc:
+            extra.append(Check("config", "fail", str(exc)))
             disk = "."
     report = Report(
         diagnose(probe(disk if Path(disk).exists() else "."), mode=mode, coral_fallback=fallback)

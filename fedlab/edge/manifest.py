@@ -21,11 +21,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fedlab.edge.model import atomic_write_bytes
 
 __all__ = [
+    "INSTALLED_VERSION_FILE",
     "MANIFEST",
     "SIGNATURE",
     "KitVerificationError",
     "Manifest",
+    "check_not_rollback",
     "generate_signing_key",
+    "kit_version",
     "load_signing_key",
     "public_key_b64",
     "sha256_file",
@@ -35,6 +38,9 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
+#: In the device's ``state_dir``: the highest ``kit_version`` it has run (setup.sh writes
+#: it too), so an older signed kit put in place by hand is refused as a rollback.
+INSTALLED_VERSION_FILE = "kit_version.json"
 
 
 class KitVerificationError(Exception):
@@ -139,9 +145,15 @@ def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
         raise KitVerificationError(f"{manifest}: no manifest — not a fedlab kit")
     if not signature.is_file():
         raise KitVerificationError(f"{signature}: the manifest is not signed")
-    body = manifest.read_bytes()
     try:
-        sig = base64.b64decode(signature.read_bytes().strip(), validate=True)
+        body, raw_sig = manifest.read_bytes(), signature.read_bytes()
+    except OSError as exc:
+        raise KitVerificationError(
+            f"{exc.filename}: cannot be read by user id {os.getuid()} ({exc.strerror}): the "
+            "kit must be readable by the service user (files 0644, folders 0755)"
+        ) from None
+    try:
+        sig = base64.b64decode(raw_sig.strip(), validate=True)
     except ValueError as exc:
         raise KitVerificationError(f"{signature}: not base64 ({exc})") from exc
     try:
@@ -167,7 +179,13 @@ def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
             raise KitVerificationError(f"manifest lists a path outside the kit: {name!r}")
         if not path.is_file():
             raise KitVerificationError(f"{name}: listed in the manifest but missing from the kit")
-        actual = sha256_file(path)
+        try:
+            actual = sha256_file(path)
+        except OSError as exc:
+            raise KitVerificationError(
+                f"{name}: cannot be read by user id {os.getuid()} ({exc.strerror}): the kit "
+                "must be readable by the service user (files 0644, folders 0755)"
+            ) from None
         if actual != expected:
             raise KitVerificationError(
                 f"{name}: SHA-256 {actual[:16]}… does not match the manifest's {expected[:16]}… "
@@ -185,3 +203,56 @@ def verify_kit(folder: str | Path, trusted_key: str) -> Manifest:
             f"{' …' if len(unlisted) > 5 else ''} (a kit holds exactly what was signed)"
         )
     return Manifest(dict(files), dict(info))
+
+
+def kit_version(manifest: Manifest) -> int:
+    """The signed, monotonically increasing ``kit_version`` (0 for kits made before it)."""
+    value = manifest.info.get("kit_version", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise KitVerificationError(
+            f"the signed manifest's kit_version {value!r} is not an int >= 0"
+        )
+    return value
+
+
+def check_not_rollback(manifest: Manifest, state_dir: str | Path) -> int:
+    """Refuse a kit older than one this device already ran; record this one otherwise.
+
+    Parameters
+    ----------
+    manifest : Manifest
+        The verified kit's manifest.
+    state_dir : path
+        The device's state folder (holds :data:`INSTALLED_VERSION_FILE`).
+
+    Returns
+    -------
+    int
+        The kit's version.
+
+    Raises
+    ------
+    KitVerificationError
+        The kit's ``kit_version`` is lower than the recorded one, or the record is damaged.
+    """
+    version = kit_version(manifest)
+    record = Path(state_dir) / INSTALLED_VERSION_FILE
+    installed = 0
+    if record.is_file():
+        try:
+            installed = json.loads(record.read_text())["kit_version"]
+            if not isinstance(installed, int) or isinstance(installed, bool):
+                raise TypeError(f"kit_version is {installed!r}")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise KitVerificationError(
+                f"{record}: damaged ({exc}); setup.sh rewrites it when it installs a kit"
+            ) from None
+    if version < installed:
+        raise KitVerificationError(
+            f"kit_version {version} is older than kit_version {installed} already installed "
+            "on this device: refusing a rollback (install a newer kit, or reinstall this one "
+            "on purpose with setup.sh --allow-rollback)"
+        )
+    if version > installed or not record.is_file():
+        atomic_write_bytes(record, json.dumps({"kit_version": version}).encode() + b"\n")
+    return version

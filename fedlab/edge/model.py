@@ -19,16 +19,31 @@ import numpy as np
 __all__ = ["ModelSpec", "TrainableModel", "atomic_write_bytes"]
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+def atomic_write_bytes(path: str | Path, data: bytes, *, mode: int = 0o644) -> Path:
     """Write ``data`` to ``path`` so that a reader sees the old file or the new, never half.
 
     The bytes go to a temporary file in the same folder, are flushed and fsynced, and
     replace ``path`` with ``os.replace`` (atomic on POSIX); the folder is fsynced too.
+
+    Parameters
+    ----------
+    path : path
+        The file to write.
+    data : bytes
+        Its new content.
+    mode : int
+        Permission bits of the file (not filtered by the umask). The default 0644 lets a
+        service user read what root wrote (a kit, a task); pass 0o600 for secrets.
     """
+    if not isinstance(mode, int) or isinstance(mode, bool) or not 0 <= mode <= 0o777:
+        raise ValueError(f"mode must be permission bits in 0..0o777, got {mode!r}")
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
+        # mkstemp creates 0600: without this a kit written by root is unreadable by the
+        # service user that runs the agent.
+        os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

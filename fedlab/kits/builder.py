@@ -3,12 +3,19 @@
 A kit folder holds the model(s), ``manifest.json`` + ``manifest.sig`` (SHA-256 of every file,
 Ed25519-signed by the workbench key), a ``device.json`` template that pins the workbench's
 public key, a wheel of fedlab (installed with only the ``device`` extra), the device's
-pinned requirements (Python 3.11, aarch64), the setup script(s) and the systemd unit from
-``device_kits/``; and a ``.tar.gz`` of it.
+requirements (Python 3.11, aarch64) — with a wheelhouse, their wheels vendored in
+``wheels/`` and hash-pinned, so the board installs offline — the setup script(s) and the
+systemd unit from ``device_kits/``; and a ``.tar.gz`` of it.
+
+Every file is 0644 (scripts 0755), every folder 0755: the service user must read the kit
+root installed. Each kit carries a signed ``kit_version``, one more than the last kit
+signed with the same workbench key (kept beside the key), so a device refuses an older
+kit (a rollback).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import shutil
@@ -34,7 +41,8 @@ from fedlab.edge.manifest import (
     write_manifest,
 )
 from fedlab.edge.model import atomic_write_bytes
-from fedlab.kits.requirements import device_requirements, read_lock
+from fedlab.kits.requirements import device_requirements, read_lock, target_environment
+from fedlab.kits.wheelhouse import Wheelhouse, pinned_requirements
 
 __all__ = ["KIT_TARGETS", "Kit", "build_kit"]
 
@@ -56,7 +64,8 @@ class Kit:
     trusted_key : str
         The workbench public key (base64) the device must be configured with.
     notes : tuple of str
-        What the builder could not do here and why (e.g. no Edge TPU compiler).
+        What the builder could not do here and why (e.g. no Edge TPU compiler, no
+        vendored wheels).
     """
 
     folder: Path
@@ -64,6 +73,56 @@ class Kit:
     manifest: Manifest
     trusted_key: str
     notes: tuple[str, ...] = ()
+
+    @property
+    def version(self) -> int:
+        """The signed ``kit_version``."""
+        return int(self.manifest.info["kit_version"])
+
+    @property
+    def size_mb(self) -> tuple[float, float]:
+        """``(folder, tarball)`` sizes in MB."""
+        folder = sum(p.stat().st_size for p in self.folder.rglob("*") if p.is_file())
+        return folder / 2**20, self.tarball.stat().st_size / 2**20
+
+
+def _next_kit_version(key_path: Path, requested: int | None) -> int:
+    """One more than the last kit version signed with this key (or ``requested``, which
+    must be higher), recorded in ``<key>.kit_version`` under a lock."""
+    counter = key_path.with_name(key_path.name + ".kit_version")
+    with counter.open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        text = f.read().strip()
+        last = int(text) if text else 0
+        if requested is None:
+            version = last + 1
+        elif requested <= last:
+            raise ValueError(
+                f"kit_version must be higher than {last}, the last one signed with "
+                f"{key_path}, got {requested} (devices refuse an older kit)"
+            )
+        else:
+            version = requested
+        f.seek(0)
+        f.truncate()
+        f.write(f"{version}\n")
+    return version
+
+
+def _normalize_modes(folder: Path) -> None:
+    # mkdtemp makes the folder 0700 and copies keep whatever the repository had.
+    for path in [folder, *folder.rglob("*")]:
+        if path.is_dir():
+            path.chmod(0o755)
+        else:
+            path.chmod(0o755 if path.suffix == ".sh" else 0o644)
+
+
+def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
 
 
 def _wheel(out: Path) -> Path:
@@ -171,8 +230,10 @@ def build_kit(
     signing_key: str | Path,
     representative: np.ndarray | None = None,
     batch_size: int = 16,
-    device_id: str = "device-001",
+    device_id: str = "",
     edgetpu_model: str | Path | None = None,
+    wheelhouse: str | Path | None = None,
+    kit_version: int | None = None,
 ) -> Kit:
     """Build and sign a device kit for ``model``.
 
@@ -193,10 +254,25 @@ def build_kit(
     batch_size : int
         Static batch of the trainable model.
     device_id : str
-        Put into the ``device.json`` template.
+        Put into the ``device.json`` template; empty (default): each device generates a
+        random id at its first start and keeps it.
     edgetpu_model : path, optional
         A backbone already compiled with ``edgetpu_compiler`` (Coral; replaces the
         uncompiled one).
+    wheelhouse : path, optional
+        A wheelhouse folder (``build/wheelhouse/linux_aarch64``, filled by ``make
+        wheelhouse``): its wheels of the device requirements are vendored and hash-pinned,
+        and the kit is for its platform. Without one the kit has no vendored wheels, says
+        so (``notes``, manifest ``wheels: "none"``), and setup.sh refuses it unless told
+        ``--online-install``.
+    kit_version : int, optional
+        The signed version (default: one more than the last kit of this signing key).
+
+    Raises
+    ------
+    ValueError
+        Unknown target, missing calibration data, a wheelhouse lacking a requirement,
+        a ``kit_version`` not above the last one.
     """
     if target not in KIT_TARGETS:
         raise ValueError(f"target must be one of {KIT_TARGETS}, got {target!r}")
@@ -204,6 +280,11 @@ def build_kit(
         raise ValueError("target 'coral' needs representative data for int8 calibration")
     key_path = Path(signing_key)
     key = load_signing_key(key_path) if key_path.exists() else generate_signing_key(key_path)
+    house = Wheelhouse.load(wheelhouse) if wheelhouse is not None else None
+    kit_platform = house.platform if house is not None else "linux_aarch64"
+    lock = read_lock(ROOT / "requirements.lock")
+    reqs = device_requirements(lock, environment=target_environment(kit_platform))
+    vendored = house.wheels_for(reqs) if house is not None else []
     name = f"{model.name}-{target}"
     folder = Path(out) / name
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -223,12 +304,27 @@ def build_kit(
                 info["compiled_for_edgetpu"] = True
                 notes.clear()
         wheel = _wheel(staging / "wheels")
-        reqs = device_requirements(read_lock(ROOT / "requirements.lock"))
-        (staging / "requirements-device.txt").write_text(
-            "# Python 3.11 on Linux aarch64 (64-bit Raspberry Pi OS Bookworm, Coral Dev Board)\n"
-            + "\n".join(reqs)
-            + "\n"
-        )
+        if house is not None:
+            for path in vendored:
+                shutil.copyfile(path, staging / "wheels" / path.name)
+            body = pinned_requirements(reqs, [staging / "wheels" / p.name for p in vendored])
+            head = (
+                f"# Python 3.11 on {kit_platform}: vendored in wheels/, hash-pinned. Install "
+                "offline: pip install --no-index --find-links wheels --require-hashes -r this\n"
+            )
+        else:
+            body = "\n".join(reqs) + "\n"
+            head = (
+                "# Python 3.11 on Linux aarch64 (64-bit Raspberry Pi OS Bookworm). NOT vendored "
+                "and NOT hash-pinned: this kit was built without a wheelhouse\n"
+            )
+            notes.append(
+                "no vendored wheels (built without a wheelhouse): the board would download "
+                "its requirements from PyPI unpinned, outside the signature, and setup.sh "
+                "refuses that unless run with --online-install. Run `make wheelhouse` once "
+                "(network) and build with wheelhouse='build/wheelhouse/linux_aarch64'"
+            )
+        (staging / "requirements-device.txt").write_text(head + body)
         kits = ROOT / "device_kits"
         shutil.copy2(kits / "common.sh", staging / "common.sh")
         for item in sorted((kits / target).iterdir()):
@@ -241,13 +337,16 @@ def build_kit(
         template.update(device_id=device_id, trusted_key=pub, mode=mode)
         DeviceConfig.from_dict(template)
         (staging / "device.json.template").write_text(json.dumps(template, indent=1) + "\n")
+        _normalize_modes(staging)
         files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+        version = _next_kit_version(key_path, kit_version)
         manifest = write_manifest(
             staging,
             files,
             key,
             {
-                "kit_format": 1,
+                "kit_format": 2,
+                "kit_version": version,
                 "target": target,
                 "mode": mode,
                 "model_name": model.name,
@@ -255,7 +354,8 @@ def build_kit(
                 "fedlab": fedlab.__version__,
                 "wheel": wheel.name,
                 "python": "3.11",
-                "platform": "linux_aarch64",
+                "platform": kit_platform,
+                "wheels": "vendored" if house is not None else "none",
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             },
         )
@@ -268,6 +368,6 @@ def build_kit(
     tarball = folder.with_name(f"{name}.tar.gz")
     tmp = tarball.with_name(f".{tarball.name}.tmp")
     with tarfile.open(tmp, "w:gz") as tar:
-        tar.add(folder, arcname=name)
+        tar.add(folder, arcname=name, filter=_root_owned)
     tmp.replace(tarball)
     return Kit(folder, tarball, manifest, pub, tuple(notes))

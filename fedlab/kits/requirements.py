@@ -10,7 +10,7 @@ from pathlib import Path
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
-__all__ = ["device_requirements", "read_lock"]
+__all__ = ["AARCH64_PY311", "device_requirements", "read_lock", "target_environment"]
 
 #: A 64-bit Raspberry Pi OS Bookworm board (Pi 4, Pi 5, Zero 2 W) or a Coral Dev Board.
 AARCH64_PY311 = {
@@ -23,6 +23,20 @@ AARCH64_PY311 = {
     "platform_python_implementation": "CPython",
     "implementation_name": "cpython",
 }
+
+
+def target_environment(platform: str) -> dict[str, str]:
+    """Marker environment of a kit platform (``linux_aarch64``, ``linux_x86_64``), Python 3.11.
+
+    Raises
+    ------
+    ValueError
+        Not a Linux platform name.
+    """
+    system, _, machine = platform.partition("_")
+    if system != "linux" or not machine:
+        raise ValueError(f"platform must look like linux_<machine>, got {platform!r}")
+    return {**AARCH64_PY311, "platform_machine": machine}
 
 
 def _canonical(name: str) -> str:

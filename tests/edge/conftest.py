@@ -44,3 +44,27 @@ def write_device(folder: Path, kit, **overrides) -> Path:
     path = folder / "device.json"
     path.write_text(json.dumps(config))
     return path
+
+
+@pytest.fixture(scope="session")
+def host_kit(kits, tmp_path_factory: pytest.TempPathFactory):
+    """A Raspberry Pi kit for THIS machine's platform with its wheels vendored: the
+    wheelhouse is repacked from the installed packages (no network), so the kit installs
+    offline into a real venv here."""
+    from fedlab.kits import build_kit
+    from fedlab.kits.requirements import device_requirements, read_lock, target_environment
+    from fedlab.kits.wheelhouse import from_installed, host_platform
+
+    out = tmp_path_factory.mktemp("hostkit")
+    root = Path(__file__).resolve().parents[2]
+    reqs = device_requirements(
+        read_lock(root / "requirements.lock"), environment=target_environment(host_platform())
+    )
+    house = from_installed(reqs, out / "wheelhouse")
+    return build_kit(
+        kits["model"],
+        target="raspberry_pi",
+        out=out / "kits",
+        signing_key=kits["key"],
+        wheelhouse=house.folder,
+    )
