@@ -7,20 +7,30 @@ Side by side in one run, on the quickstart task (digits, Dirichlet α = 0.5, 100
 1. **Bytes per update** of every codec on real client updates (the deltas of one round's
    cohort trained from the initial model), against dense float32 (4 bytes × 38,282
    parameters), with the relative L2 error of what the server decodes.
-2. **Cost**: encode + decode time per update as a fraction of one client's local training
+2. **Cost**: encode + decode time per update — through the engine's stages
+   (``EncodeUpdate.apply_stateful`` on the client, ``DecodeUpdate.apply`` on the server) —
+   as a fraction of one client's local training
    (5 epochs on the reference :class:`~fedlab.federated.KerasRuntime`, median over the
    cohort), and against the vectorised runtime's per-client share of a round (stricter).
-3. **Accuracy against bytes**: the quickstart federation with every client update passed
-   through ``encode → decode`` (a runtime wrapper, :class:`CodecRuntime`, keeps each
-   client's codec state, e.g. error-feedback residuals, across rounds), same rounds and
-   seed for every codec, against the uncompressed run.
+3. **Accuracy against bytes**, measured *through the round engine*: the quickstart
+   ``Federation`` with ``Pipeline(client=(EncodeUpdate(codec),), server=(DecodeUpdate(codec),))``
+   — the simulated dispatcher keeps each client's codec state (error-feedback residual,
+   randomness counter) in its per-client store; the bytes are the round results'
+   ``bytes_up`` (``len`` of every payload that arrived). Same rounds and seed for every
+   codec, against the uncompressed run. A check re-runs the first rounds of one stateful
+   codec through the old runtime wrapper (:class:`CodecRuntime`): the engine path must give
+   the same accuracies and bytes.
 4. **Downlink**: the global model as a delta against the previous round's model
-   (:class:`~fedlab.codec.ModelDelta`, exact and 8-bit), against dense float32.
+   (:class:`~fedlab.codec.ModelDelta`, exact and 8-bit), against dense float32; and as
+   the simulated dispatcher sends it (``downlink=ModelDelta()``: each device gets the exact
+   delta against the version it last received, ``RoundResult.bytes_down``).
 
 Targets: ≥ 30× fewer uplink bytes at ≤ 1 point accuracy loss, ≥ 100× at ≤ 3 points;
 encode + decode ≤ 5 % of a round's client compute.
 
-Usage: ``python benchmarks/communication.py [--rounds 50] [--quick]``.
+Usage: ``python benchmarks/communication.py [--rounds 50] [--quick]``. The machine is
+shared and noisy: the cost fractions are ratios of times measured side by side, client by
+client, in one run (best of several repeats).
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ from fedlab.codec import (  # noqa: E402
     Zlib,
     chain,
 )
+from fedlab.federated.observers import Observer  # noqa: E402
 
 QUICKSTART = {
     "clients_per_round": 10,
@@ -178,6 +189,9 @@ def cohort_cost(data: Any, cohort: Sequence[int], repeats: int = 3) -> dict[str,
     codec. Returns the updates, the per-client compute and the per-codec times."""
     from fedlab.federated import ClientPlan, KerasRuntime, client_seed
     from fedlab.federated.builder import build_federation
+    from fedlab.federated.codec_stage import DecodeUpdate, EncodeUpdate
+    from fedlab.federated.stages import StageContext
+    from fedlab.federated.types import Envelope
     from fedlab.models import digits_cnn
 
     ref = KerasRuntime(lambda: digits_cnn((8, 8, 1), 10, seed=0))
@@ -201,6 +215,7 @@ def cohort_cost(data: Any, cohort: Sequence[int], repeats: int = 3) -> dict[str,
     all_codecs = codecs()
     for codec in all_codecs.values():  # warm every code path once
         codec.roundtrip(ref.train_one(w0, *jobs[0]).delta, codec.init_state())
+    context = StageContext(round_index=0, weight_shapes=tuple(tuple(s) for s in shapes))
     updates, train_wall, train_cpu = [], [], []
     codec_wall: dict[str, list[float]] = {n: [] for n in all_codecs}
     codec_cpu: dict[str, list[float]] = {n: [] for n in all_codecs}
@@ -210,10 +225,14 @@ def cohort_cost(data: Any, cohort: Sequence[int], repeats: int = 3) -> dict[str,
         train_wall.append(wall)
         train_cpu.append(cpu)
         for name, codec in all_codecs.items():
+            encoder, decoder = EncodeUpdate(codec), DecodeUpdate(codec)
 
-            def cycle(codec: Codec = codec, u: Any = update) -> None:
-                payload, _ = codec.encode(u.delta, codec.init_state(seed=u.client_id))
-                codec.decode(payload, shapes)
+            def cycle(
+                enc: EncodeUpdate = encoder, dec: DecodeUpdate = decoder, u: Any = update
+            ) -> None:
+                envelope = Envelope(u.client_id, u.num_examples, u.delta)
+                sent, _ = enc.apply_stateful(envelope, context, enc.initial_state(u.client_id))
+                dec.apply(sent, context)
 
             wall, cpu, _ = _timed(cycle, 2 * repeats)
             codec_wall[name].append(wall)
@@ -267,8 +286,52 @@ def measure_codecs(updates: Sequence[Any], cost: dict[str, Any]) -> dict[str, An
     return {"dense_float32_bytes": dense, "shapes": [list(s) for s in shapes], "codecs": rows}
 
 
+class _Globals(Observer):
+    """Observer: the global model after every round (for the downlink measurement)."""
+
+    def __init__(self, initial: Sequence[np.ndarray]) -> None:
+        self.models: list[tuple[np.ndarray, ...]] = [tuple(np.array(w) for w in initial)]
+
+    def on_round_end(self, federation: Any, result: Any) -> None:
+        self.models.append(tuple(np.array(w) for w in federation.weights))
+
+
+def engine_federation(
+    data: Any, template: Any, codec: Codec, *, downlink: bool = False, observers: Any = ()
+) -> Any:
+    """The quickstart federation with ``codec`` as its client-encode / server-decode
+    stages (the template's runtime, config, profiles; FedAvg)."""
+    from fedlab.federated import Federation, Pipeline, make_strategy
+    from fedlab.federated.codec_stage import DecodeUpdate, EncodeUpdate
+    from fedlab.federated.dispatch import SimulatedDispatcher
+
+    pipeline = Pipeline(client=(EncodeUpdate(codec),), server=(DecodeUpdate(codec),))
+    dispatcher = None
+    if downlink:
+        dispatcher = SimulatedDispatcher(
+            data=data,
+            runtime=template.runtime,
+            pipeline=pipeline,
+            profiles=template.profiles,
+            dropout_rate=template.config.dropout_rate,
+            seconds_per_example=template.config.seconds_per_example,
+            downlink=ModelDelta(),
+        )
+    return Federation(
+        data=data,
+        runtime=template.runtime,
+        config=template.config,
+        strategy=make_strategy("fedavg"),
+        profiles=template.profiles,
+        pipeline=pipeline,
+        dispatcher=dispatcher,
+        observers=observers,
+    )
+
+
 def accuracy_runs(data: Any, rounds: int, names: Sequence[str]) -> dict[str, Any]:
-    """The quickstart federation once per codec (same seed, same rounds)."""
+    """The quickstart federation once per codec (same seed, same rounds), through the
+    engine's codec stages."""
     from fedlab.federated import Federation, make_strategy
     from fedlab.federated.builder import build_federation
 
@@ -281,31 +344,39 @@ def accuracy_runs(data: Any, rounds: int, names: Sequence[str]) -> dict[str, Any
     inner = template.runtime
     shapes = [w.shape for w in inner.initial_weights()]
     for name in names:
-        wrapper = CodecRuntime(inner, all_codecs[name], shapes)
-        fed = Federation(
-            data=data,
-            runtime=wrapper,
-            config=template.config,
-            strategy=make_strategy("fedavg"),
-            profiles=template.profiles,
+        dense_run = name == "float32 (dense)"
+        recorder = _Globals(inner.initial_weights())
+        fed = engine_federation(
+            data, template, all_codecs[name], downlink=dense_run, observers=[recorder]
         )
         start = time.perf_counter()
         hist = fed.run(rounds)
         acc = [float(a) for a in hist.series("test_accuracy")]
-        sent = [b for r in wrapper.bytes_per_round for b in r]
+        sent = [int(r.bytes_up) for r in hist]
+        updates = sum(len(r.completed) + len(r.rejected) for r in hist)
         runs[name] = {
             "final_accuracy": acc[-1],
             "mean_accuracy_last_5_rounds": float(np.mean(acc[-5:])),
             "best_accuracy": max(acc),
             "rounds_to_0.90": next((i + 1 for i, a in enumerate(acc) if a >= 0.90), None),
             "test_accuracy": acc,
-            "updates_sent": len(sent),
+            "bytes_up_per_round": sent,
+            "raw_float32_bytes_total": int(sum(dict(r.stage_bytes).get("update", 0) for r in hist)),
+            "updates_sent": updates,
             "uplink_bytes_total": int(sum(sent)),
-            "bytes_per_update_mean": float(np.mean(sent)),
+            "bytes_per_update_mean": float(sum(sent) / updates),
             "seconds": time.perf_counter() - start,
         }
-        if name == "float32 (dense)":
-            downlink = measure_downlink(wrapper.globals)
+        if dense_run:
+            downlink = measure_downlink(recorder.models)
+            dense_down = 4 * sum(int(np.prod(s)) for s in shapes)
+            invited = sum(len(r.selected) for r in hist)
+            downlink["per_device_exact_delta_through_dispatcher"] = {
+                "against": "the version each device last received (first contact: dense)",
+                "bytes_down_total": int(sum(r.bytes_down for r in hist)),
+                "dense_bytes_down_total": dense_down * invited,
+                "ratio": dense_down * invited / max(1, sum(r.bytes_down for r in hist)),
+            }
     base = runs.get("float32 (dense)")
     if base is not None:
         for row in runs.values():
@@ -318,20 +389,39 @@ def accuracy_runs(data: Any, rounds: int, names: Sequence[str]) -> dict[str, Any
             row["accuracy_loss_points_last_5"] = 100 * (
                 base["mean_accuracy_last_5_rounds"] - row["mean_accuracy_last_5_rounds"]
             )
-    # The wrapper itself changes nothing: the dense (lossless) run matches a plain one.
+    # The engine path against the old runtime wrapper (encode → decode inside the
+    # runtime), on the first rounds of a stateful codec: same accuracies and bytes.
     check = min(rounds, 3)
+    probe = next((n for n in names if n.startswith("ef-")), names[-1])
+    wrapper = CodecRuntime(inner, all_codecs[probe], shapes)
+    old = Federation(
+        data=data,
+        runtime=wrapper,
+        config=template.config,
+        strategy=make_strategy("fedavg"),
+        profiles=template.profiles,
+    )
+    old_acc = [float(a) for a in old.run(check).series("test_accuracy")]
+    old_bytes = [int(sum(b)) for b in wrapper.bytes_per_round]
+    # The codec stages with a lossless codec change nothing: the dense run matches a plain
+    # federation (no stages) bit for bit.
     plain = build_federation(data, model="digits_cnn", strategy="fedavg", **QUICKSTART)
     plain_acc = [float(a) for a in plain.run(check).series("test_accuracy")]
-    identical = (
-        plain_acc == runs["float32 (dense)"]["test_accuracy"][:check]
-        if "float32 (dense)" in runs
-        else None
-    )
     return {
         "rounds": rounds,
         "runs": runs,
         "downlink": downlink,
-        "dense_wrapper_matches_plain_federation_first_rounds": identical,
+        "engine_matches_runtime_wrapper_first_rounds": {
+            "codec": probe,
+            "rounds": check,
+            "accuracy_equal": old_acc == runs[probe]["test_accuracy"][:check],
+            "bytes_equal": old_bytes == runs[probe]["bytes_up_per_round"][:check],
+        },
+        "dense_stages_match_plain_federation_first_rounds": (
+            plain_acc == runs["float32 (dense)"]["test_accuracy"][:check]
+            if "float32 (dense)" in runs
+            else None
+        ),
     }
 
 
@@ -452,6 +542,12 @@ def main() -> int:
             f"loss {r.get('accuracy_loss_points_final', 0):+.2f} pt"
         )
     print(f"\ndownlink: {out['accuracy']['downlink']}")
+    print(
+        "engine path == runtime-wrapper path (first rounds): "
+        f"{out['accuracy']['engine_matches_runtime_wrapper_first_rounds']}; "
+        "dense stages == plain federation: "
+        f"{out['accuracy']['dense_stages_match_plain_federation_first_rounds']}"
+    )
     print(f"targets: {out['targets']}")
     print(f"wrote {path}")
     return 0
