@@ -90,6 +90,22 @@ class History:
             "wall_time_s": float(self.series("wall_time_s").sum()),
         }
 
+    def stage_names(self) -> tuple[str, ...]:
+        """Client stages that recorded upload bytes, in pipeline order (``"update"`` first:
+        the raw float tensors)."""
+        names: dict[str, None] = {}
+        for r in self.rounds:
+            names.update(dict.fromkeys(k for k, _ in r.stage_bytes))
+        return tuple(names)
+
+    def stage_bytes(self, stage: str) -> np.ndarray:
+        """Upload bytes after client stage ``stage`` per round (0 where it did not run):
+        ``stage_bytes("update")`` is what dense float32 would have cost, the last stage's
+        is what was sent."""
+        if stage not in self.stage_names():
+            raise ValueError(f"no client stage {stage!r} recorded; stages: {self.stage_names()}")
+        return np.asarray([dict(r.stage_bytes).get(stage, 0) for r in self.rounds], np.int64)
+
     def to_records(self) -> list[dict[str, Any]]:
         """Plain dicts, one per round (JSON-ready)."""
         return [r.to_dict() for r in self.rounds]
@@ -124,14 +140,29 @@ class History:
         return text
 
     def to_csv(self, path: str | Path | None = None) -> str:
-        """CSV, one row per round: the scalars plus counts of each client outcome."""
+        """CSV, one row per round: the scalars, counts of each client outcome, the upload
+        bytes after each client stage (``bytes_after_<stage>``) and the updates each server
+        stage refused (``rejected_by_<stage>``)."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         counts = ("selected", "completed", "dropped", "stragglers", "failed", "rejected")
-        writer.writerow([*_CSV_SCALARS, *(f"n_{c}" for c in counts)])
+        stages = self.stage_names()
+        refusers = sorted({k for r in self.rounds for k, _ in r.stage_rejections})
+        writer.writerow(
+            [
+                *_CSV_SCALARS,
+                *(f"n_{c}" for c in counts),
+                *(f"bytes_after_{s}" for s in stages),
+                *(f"rejected_by_{s}" for s in refusers),
+            ]
+        )
         for r in self.rounds:
+            sizes, refused = dict(r.stage_bytes), dict(r.stage_rejections)
             writer.writerow(
-                [getattr(r, f) for f in _CSV_SCALARS] + [len(getattr(r, c)) for c in counts]
+                [getattr(r, f) for f in _CSV_SCALARS]
+                + [len(getattr(r, c)) for c in counts]
+                + [sizes.get(s, 0) for s in stages]
+                + [refused.get(s, 0) for s in refusers]
             )
         text = buffer.getvalue()
         if path is not None:

@@ -64,3 +64,24 @@ def test_csv_export(tmp_path) -> None:
 def test_nan_is_kept_in_memory() -> None:
     h = History().append(result(0))
     assert np.isnan(h.series("test_accuracy")[0]) and math.isnan(h.best_accuracy())
+
+
+def test_stage_bytes_and_refusals_are_exported() -> None:
+    from dataclasses import replace
+
+    a = replace(result(0, 0.5), stage_bytes=(("update", 400), ("encode", 12)))
+    b = replace(
+        result(1, 0.6),
+        stage_bytes=(("update", 400), ("encode", 10)),
+        stage_rejections=(("decode", 1),),
+    )
+    h = History().append(a).append(b)
+    assert h.stage_names() == ("update", "encode")
+    assert h.stage_bytes("encode").tolist() == [12, 10]
+    with pytest.raises(ValueError, match="no client stage 'clip'"):
+        h.stage_bytes("clip")
+    rows = list(csv.DictReader(io.StringIO(h.to_csv())))
+    assert [r["bytes_after_encode"] for r in rows] == ["12", "10"]
+    assert [r["rejected_by_decode"] for r in rows] == ["0", "1"]
+    again = History.from_records(json.loads(h.to_json()))
+    assert again.stage_bytes("update").tolist() == [400, 400]
