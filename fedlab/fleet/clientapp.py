@@ -1,0 +1,119 @@
+"""The fedlab ``ClientApp``: a SuperNode's device runs :class:`~fedlab.edge.agent.DeviceAgent`.
+
+Start a device with (TLS and a registered node key; see ``fedlab-fleet``)::
+
+    flower-supernode --root-certificates ca.crt --auth-supernode-private-key node.key \\
+        --superlink SUPERLINK:9092 --clientappio-api-address 127.0.0.1:9094 \\
+        --node-config 'device-config="/etc/fedlab/device.json" client-id=3'
+
+``device-config`` is the agent's ``device.json`` (kit, trusted key, local data, state);
+``client-id`` is the fedlab client this device is enrolled as. Every message is handled
+by a fresh ``flwr-clientapp`` process (Flower 1.23), so the agent is rebuilt per message:
+the kit's signature is verified, the local data loaded and the LiteRT model opened each
+time; what lasts between rounds is the agent's ``state_dir`` (checkpoint, last round).
+
+Imports Flower, numpy, cryptography and ai-edge-litert — never TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from flwr.app import Context, Error, Message
+from flwr.clientapp import ClientApp
+
+from fedlab.edge.agent import DeviceAgent, peak_rss_mb
+from fedlab.edge.config import DeviceConfig
+from fedlab.edge.transport import InProcessTransport
+from fedlab.fleet.messages import frame_of, reply_content
+from fedlab.protocol import ProtocolError, decode_task, encode
+
+__all__ = ["REFUSED", "app", "node_settings"]
+
+#: Error code of a reply whose task the device refused (Flower's own codes are below 100).
+REFUSED = 100
+
+app = ClientApp()
+
+
+def node_settings(context: Context) -> tuple[str, int]:
+    """``(device-config path, client id)`` from the SuperNode's ``--node-config``.
+
+    Raises
+    ------
+    ValueError
+        A key is missing or has the wrong type (naming it).
+    """
+    cfg = context.node_config
+    path = cfg.get("device-config")
+    if not isinstance(path, str) or not path:
+        raise ValueError(f'--node-config needs device-config="/path/device.json", got {path!r}')
+    cid = cfg.get("client-id")
+    if isinstance(cid, bool) or not isinstance(cid, int) or cid < 0:
+        raise ValueError(f"--node-config needs client-id=<int >= 0>, got {cid!r}")
+    return path, cid
+
+
+def _facts(agent: DeviceAgent | None, client_id: int) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "client_id": client_id,
+        "pid": os.getpid(),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "tensorflow_imported": "tensorflow" in sys.modules,
+    }
+    if agent is not None:
+        out.update(
+            device_id=agent.config.device_id,
+            accelerator=agent.accelerator,
+            num_examples=len(agent.y),
+            kit_version=int(agent.manifest.info.get("kit_version", 0)),
+            last_round=agent.last_round,
+        )
+    return out
+
+
+@app.query()
+def hello(msg: Message, context: Context) -> Message:
+    """Say which client this node is (and what it runs)."""
+    path, cid = node_settings(context)
+    agent = DeviceAgent(DeviceConfig.load(path), InProcessTransport())
+    return Message(reply_content(None, _facts(agent, cid)), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the task in the message; reply with the encoded update envelope."""
+    start = time.perf_counter()
+    path, cid = node_settings(context)
+    transport = InProcessTransport()
+    agent = DeviceAgent(DeviceConfig.load(path), transport)
+    try:
+        task = decode_task(frame_of(msg))
+    except (ProtocolError, ValueError) as exc:
+        return Message(Error(REFUSED, f"not a valid task: {exc}"), reply_to=msg)
+    if task.client_id != cid:
+        return Message(
+            Error(REFUSED, f"task for client {task.client_id}, this node is client {cid}"),
+            reply_to=msg,
+        )
+    transport.task = task
+    try:
+        done = agent.run_once()
+    except ValueError as exc:  # the agent refused the task (version, weights, plan)
+        return Message(Error(REFUSED, f"task refused: {exc}"), reply_to=msg)
+    if done is None:
+        return Message(
+            Error(REFUSED, f"round {task.round_index} of this model was already answered"),
+            reply_to=msg,
+        )
+    envelope = done[1]
+    facts = _facts(agent, cid)
+    facts.update(
+        round_index=task.round_index,
+        train_loss=envelope.metrics.get("train_loss"),
+        seconds=round(time.perf_counter() - start, 4),
+    )
+    return Message(reply_content(encode(envelope), facts), reply_to=msg)

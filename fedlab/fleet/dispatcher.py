@@ -1,0 +1,413 @@
+"""Dispatchers for real devices: over Flower (:class:`FlowerDispatcher`) and in this
+process (:class:`AgentDispatcher`, the reference a Flower run must equal).
+
+Both send each invited client a :class:`~fedlab.protocol.RoundTask` built from the server's
+plan and hand back what the device's :class:`~fedlab.edge.agent.DeviceAgent` answered (an
+:class:`~fedlab.protocol.UpdateEnvelope`), unchanged: the device trains with the same
+LiteRT trainer either way, so the only difference between the two is the wire.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fedlab.edge.agent import DeviceAgent
+from fedlab.edge.transport import InProcessTransport
+from fedlab.federated.dispatch import Dispatched, Report, RoundTasks
+from fedlab.federated.selection import ClientProfile
+from fedlab.federated.types import Envelope
+from fedlab.protocol import ProtocolError, RoundTask, decode_envelope, encode
+
+if TYPE_CHECKING:  # Flower is imported only by the Flower dispatcher's users
+    from flwr.app import Message
+    from flwr.serverapp import Grid
+
+__all__ = ["AgentDispatcher", "FlowerDispatcher", "NodeInfo"]
+
+
+def _check_enrolled(enrolled: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(enrolled)
+    if not out or any(not isinstance(n, int | np.integer) or n < 1 for n in out):
+        raise ValueError(f"enrolled must be a non-empty sequence of ints >= 1, got {enrolled!r}")
+    return tuple(int(n) for n in out)
+
+
+def _task(plan: Any, tasks: RoundTasks, model_version: str, deadline: float) -> RoundTask:
+    return RoundTask.from_client_plan(
+        plan, model_version=model_version, weights=tasks.weights, deadline=deadline
+    )
+
+
+class AgentDispatcher:
+    """Device agents in this process, one per client id, over
+    :class:`~fedlab.edge.transport.InProcessTransport`.
+
+    Parameters
+    ----------
+    agents : mapping of int to DeviceAgent
+        Client id → its agent; every agent must use an ``InProcessTransport``. Client ids
+        without an agent are reported ``dropped`` when invited.
+    enrolled : sequence of int
+        Every client's enrolled number of examples (client ids ``0 … len − 1``).
+    model_version : str
+        The kit's model version the tasks name.
+    """
+
+    def __init__(
+        self, agents: Mapping[int, DeviceAgent], *, enrolled: Sequence[int], model_version: str
+    ) -> None:
+        self.enrolled = _check_enrolled(enrolled)
+        for cid, agent in agents.items():
+            if not 0 <= cid < len(self.enrolled):
+                raise ValueError(f"agents: client id {cid} outside 0…{len(self.enrolled) - 1}")
+            if not isinstance(agent.transport, InProcessTransport):
+                raise TypeError(
+                    f"agents[{cid}] uses {type(agent.transport).__name__}; "
+                    "AgentDispatcher needs InProcessTransport"
+                )
+        self.agents = dict(agents)
+        self.model_version = model_version
+
+    @property
+    def num_clients(self) -> int:
+        """Number of enrolled clients."""
+        return len(self.enrolled)
+
+    def enrolled_examples(self, client_id: int) -> int:
+        """The client's enrolled data size."""
+        return self.enrolled[client_id]
+
+    def profile(self, client_id: int) -> ClientProfile:
+        """A default profile (real devices take the time they take)."""
+        return ClientProfile()
+
+    def dispatch(
+        self,
+        tasks: RoundTasks,
+        *,
+        rng: np.random.Generator,
+        on_training_start: Callable[[tuple[int, ...]], None],
+    ) -> Dispatched:
+        """Each invited agent trains its task in turn (see the class docstring)."""
+        deadline = float(tasks.deadline_s or 0.0)
+        on_training_start(tuple(p.client_id for p in tasks.plans if p.client_id in self.agents))
+        reports: list[Report] = []
+        expect: dict[str, Any] = {}
+        down = 0
+        start = time.perf_counter()
+        for plan in tasks.plans:
+            cid = plan.client_id
+            task = _task(plan, tasks, self.model_version, deadline)
+            expect = task.expect_headers()
+            agent = self.agents.get(cid)
+            if agent is None:
+                reports.append(Report(cid, "dropped", detail="no device agent for this client"))
+                continue
+            transport = agent.transport
+            assert isinstance(transport, InProcessTransport)
+            transport.task = task
+            down += len(encode(task))
+            try:
+                done = agent.run_once()
+            except Exception as exc:  # this device's failure, not the round's
+                reports.append(Report(cid, "failed", detail=f"{type(exc).__name__}: {exc}"))
+                continue
+            if done is None:
+                reports.append(Report(cid, "failed", detail="the agent did not answer the task"))
+                continue
+            envelope = done[1]
+            reports.append(
+                Report(
+                    cid,
+                    "reported",
+                    Envelope(**envelope.engine_fields()),
+                    time.perf_counter() - start,
+                    envelope.num_examples,
+                )
+            )
+        return Dispatched(tuple(reports), "device agents (in process)", expect, down)
+
+
+@dataclass
+class NodeInfo:
+    """What the dispatcher knows of one SuperNode: its Flower node id and what the device
+    said about itself (``hello``) and in its last reply."""
+
+    client_id: int
+    node_id: int
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class FlowerDispatcher:
+    """fedlab clients on Flower SuperNodes, through a ``ServerApp``'s ``Grid``.
+
+    Enrolment: each SuperNode says which fedlab client it is (the ``client-id`` of its
+    ``--node-config``) in answer to a ``query`` (``hello``); Flower node ids change when a
+    node without authentication restarts, client ids do not. Nodes that join later are
+    asked at the start of the next round.
+
+    A round: one ``train`` message per invited client whose node is online, carrying the
+    encoded task; replies are pulled every ``poll_s`` until all are in or the deadline
+    (``tasks.deadline_s``, else ``timeout_s``) passes. Outcomes:
+
+    * ``reported`` — the reply's envelope (decoded here; the server's pipeline judges it,
+      with ``expect_headers`` = the task's round, model version and base version);
+    * ``dropped`` — no node online for the client, the node went offline before replying,
+      or Flower answered ``NODE_UNAVAILABLE``;
+    * ``straggler`` — no reply by the deadline from a node still connected;
+    * ``failed`` — an error reply (the ClientApp raised or refused the task), or a reply
+      that is not a valid envelope frame.
+
+    Parameters
+    ----------
+    grid : flwr.serverapp.Grid
+        The ServerApp's grid.
+    model_version : str
+        The kit's model version every task names.
+    enrolled : sequence of int
+        Every client's enrolled number of examples (client ids ``0 … len − 1``): the cap on
+        what its updates may claim.
+    timeout_s : float
+        Reply deadline when the round has none.
+    poll_s : float
+        Seconds between pulls (Flower's own ``send_and_receive`` polls every 3 s).
+    hello_timeout_s : float
+        How long an enrolment query waits for answers.
+    """
+
+    def __init__(
+        self,
+        grid: Grid,
+        *,
+        model_version: str,
+        enrolled: Sequence[int],
+        timeout_s: float = 120.0,
+        poll_s: float = 0.5,
+        hello_timeout_s: float = 30.0,
+    ) -> None:
+        for name, value in (
+            ("timeout_s", timeout_s),
+            ("poll_s", poll_s),
+            ("hello_timeout_s", hello_timeout_s),
+        ):
+            if not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        if not isinstance(model_version, str) or not model_version:
+            raise ValueError(f"model_version must be a non-empty string, got {model_version!r}")
+        self.grid = grid
+        self.model_version = model_version
+        self.enrolled = _check_enrolled(enrolled)
+        self.timeout_s = float(timeout_s)
+        self.poll_s = float(poll_s)
+        self.hello_timeout_s = float(hello_timeout_s)
+        self.nodes: dict[int, NodeInfo] = {}  # client id -> node
+        self._asked: set[int] = set()  # node ids already asked who they are
+        self.notes: list[str] = []  # enrolment problems, for the operator
+
+    # -- Dispatcher ------------------------------------------------------------------
+    @property
+    def num_clients(self) -> int:
+        """Number of enrolled clients."""
+        return len(self.enrolled)
+
+    def enrolled_examples(self, client_id: int) -> int:
+        """The client's enrolled data size."""
+        return self.enrolled[client_id]
+
+    def profile(self, client_id: int) -> ClientProfile:
+        """A default profile (real devices take the time they take)."""
+        return ClientProfile()
+
+    # -- enrolment -------------------------------------------------------------------
+    def online(self) -> set[int]:
+        """Node ids the SuperLink reports connected."""
+        return {int(n) for n in self.grid.get_node_ids()}
+
+    def enroll(self, *, wait_for: int = 0, timeout_s: float | None = None) -> dict[int, int]:
+        """Ask every node not asked yet which client it is; returns client id → node id.
+
+        Parameters
+        ----------
+        wait_for : int
+            Keep asking new nodes until this many clients are enrolled, or ``timeout_s``.
+        timeout_s : float, optional
+            Bound on the whole call (default ``hello_timeout_s``).
+
+        Raises
+        ------
+        TimeoutError
+            Fewer than ``wait_for`` clients enrolled within ``timeout_s``.
+        """
+        from flwr.app import Message
+
+        from fedlab.fleet.messages import device_facts, hello_content
+
+        limit = time.monotonic() + (self.hello_timeout_s if timeout_s is None else timeout_s)
+        while True:
+            online = self.online()
+            for cid in [c for c, info in self.nodes.items() if info.node_id not in online]:
+                del self.nodes[cid]  # offline: it is asked again when it (re)joins
+            new = sorted(online - self._asked)
+            if new:
+                ttl = max(5.0, limit - time.monotonic())
+                msgs = [Message(hello_content(), n, "query", ttl=ttl) for n in new]
+                for reply, _ in self._collect(msgs, limit).values():
+                    node = int(reply.metadata.src_node_id)
+                    if reply.has_error():
+                        self.notes.append(f"node {node}: hello failed: {reply.error.reason}")
+                        continue
+                    try:
+                        facts = device_facts(reply)
+                        cid = int(facts["client_id"])
+                    except (ValueError, KeyError, TypeError) as exc:
+                        self.notes.append(f"node {node}: bad hello reply ({exc})")
+                        self._asked.add(node)
+                        continue
+                    self._asked.add(node)
+                    if not 0 <= cid < self.num_clients:
+                        self.notes.append(f"node {node}: client id {cid} is not enrolled")
+                        continue
+                    old = self.nodes.get(cid)
+                    if old is not None and old.node_id in online and old.node_id != node:
+                        self.notes.append(
+                            f"node {node} claims client {cid}, already node {old.node_id}: ignored"
+                        )
+                        continue
+                    self.nodes[cid] = NodeInfo(cid, node, facts)
+            if len(self.nodes) >= wait_for or time.monotonic() >= limit:
+                break
+            time.sleep(self.poll_s)
+        if len(self.nodes) < wait_for:
+            raise TimeoutError(
+                f"{len(self.nodes)} of {wait_for} clients enrolled within the timeout "
+                f"(online nodes: {sorted(self.online())}; notes: {self.notes[-3:]})"
+            )
+        return {cid: info.node_id for cid, info in sorted(self.nodes.items())}
+
+    def _collect(
+        self,
+        messages: Iterable[Message],
+        limit: float,
+        *,
+        gone: Callable[[set[int]], None] | None = None,
+    ) -> dict[str, tuple[Message, float]]:
+        """Push ``messages``; pull replies until all are in or ``limit`` (monotonic).
+        Returns ``{sent message id: (reply, monotonic time it was pulled)}``; with ``gone``,
+        a message whose node left is not waited for (and ``gone`` is told its ids)."""
+        messages = list(messages)
+        ids = [str(i) for i in self.grid.push_messages(messages)]
+        dst = {mid: int(m.metadata.dst_node_id) for mid, m in zip(ids, messages, strict=True)}
+        pending = {mid for mid in ids if mid}
+        replies: dict[str, tuple[Message, float]] = {}
+        while pending:
+            for reply in self.grid.pull_messages(sorted(pending)):
+                mid = str(reply.metadata.reply_to_message_id)
+                if mid in pending:
+                    replies[mid] = (reply, time.monotonic())
+                    pending.discard(mid)
+            if not pending or time.monotonic() >= limit:
+                break
+            if gone is not None:
+                online = self.online()
+                left = {mid for mid in pending if dst[mid] not in online}
+                if left:
+                    gone(left)
+                    pending -= left
+                    if not pending:
+                        break
+            time.sleep(self.poll_s)
+        return replies
+
+    # -- the round -------------------------------------------------------------------
+    def dispatch(
+        self,
+        tasks: RoundTasks,
+        *,
+        rng: np.random.Generator,
+        on_training_start: Callable[[tuple[int, ...]], None],
+    ) -> Dispatched:
+        """Send the round's tasks to the clients' SuperNodes and collect the replies (see
+        the class docstring)."""
+        from flwr.app import Message
+        from flwr.common.constant import ErrorCode
+
+        from fedlab.fleet.messages import device_facts, frame_of, task_content
+
+        timeout = float(tasks.deadline_s) if tasks.deadline_s else self.timeout_s
+        self.enroll(timeout_s=min(self.hello_timeout_s, timeout))
+        online = self.online()
+        reports: dict[int, Report] = {}
+        sent: list[tuple[int, Message]] = []
+        expect: dict[str, Any] = {}
+        down = 0
+        for plan in tasks.plans:
+            cid = plan.client_id
+            task = _task(plan, tasks, self.model_version, timeout)
+            expect = task.expect_headers()
+            info = self.nodes.get(cid)
+            if info is None or info.node_id not in online:
+                reports[cid] = Report(cid, "dropped", detail="no SuperNode online for this client")
+                continue
+            frame = encode(task)
+            down += len(frame)
+            sent.append((cid, Message(task_content(frame), info.node_id, "train", ttl=timeout)))
+        on_training_start(tuple(cid for cid, _ in sent))
+        start = time.monotonic()
+        replies: dict[str, tuple[Message, float]] = {}
+        if sent:
+            replies = self._collect([m for _, m in sent], start + timeout, gone=lambda _: None)
+        # Message ids are assigned at push; a reply names its sender node.
+        node_to_cid = {int(m.metadata.dst_node_id): cid for cid, m in sent}
+        for reply, pulled in replies.values():
+            cid = node_to_cid[int(reply.metadata.src_node_id)]
+            elapsed = pulled - start
+            if reply.has_error():
+                code, reason = int(reply.error.code), str(reply.error.reason)
+                status = "dropped" if code == ErrorCode.NODE_UNAVAILABLE else "failed"
+                reports[cid] = Report(cid, status, detail=f"Flower error {code}: {reason}")
+                continue
+            try:
+                envelope = decode_envelope(frame_of(reply))
+                facts = device_facts(reply)
+            except (ProtocolError, ValueError) as exc:
+                reports[cid] = Report(cid, "failed", detail=f"not a valid update reply ({exc})")
+                continue
+            if cid in self.nodes:
+                self.nodes[cid].facts.update(facts)
+            reports[cid] = Report(
+                cid,
+                "reported",
+                Envelope(**envelope.engine_fields()),
+                elapsed,
+                envelope.num_examples,
+            )
+        online = self.online()
+        for cid, msg in sent:
+            if cid in reports:
+                continue
+            node = int(msg.metadata.dst_node_id)
+            if node not in online:
+                reports[cid] = Report(
+                    cid, "dropped", detail=f"SuperNode {node} went offline before replying"
+                )
+            else:
+                reports[cid] = Report(
+                    cid,
+                    "straggler",
+                    duration_s=timeout,
+                    detail=f"no reply within the {timeout:g} s deadline (node {node} connected)",
+                )
+        runtime = f"flower: {len(sent)} SuperNodes"
+        return Dispatched(tuple(reports[p.client_id] for p in tasks.plans), runtime, expect, down)
+
+    def state(self) -> list[dict[str, Any]]:
+        """Per-client view for the operator: node id and the device's last facts."""
+        return [
+            {"client_id": cid, "node_id": info.node_id, **info.facts}
+            for cid, info in sorted(self.nodes.items())
+        ]
