@@ -239,9 +239,12 @@ class FederationDashboard(Observer):
         y_b = LinearScale(min=0.0)
         self.up_line = _line({"x": x_b, "y": y_b}, "uploaded", "#16a34a")
         self.down_line = _line({"x": x_b, "y": y_b}, "downloaded", "#6b7280")
+        # what the uploads would have cost as dense float32 (before any codec stage)
+        self.raw_line = _line({"x": x_b, "y": y_b}, "uploaded as float32", "#86efac")
+        self.raw_line.line_style = "dashed"
         self.bytes_figure = _figure(
             "Bytes per round (kB)",
-            [self.up_line, self.down_line],
+            [self.up_line, self.raw_line, self.down_line],
             x_b,
             [Axis(scale=y_b, side="left", label="kB")],
         )
@@ -410,7 +413,8 @@ class FederationDashboard(Observer):
 
     # -- drawing -------------------------------------------------------------------
     def series(self) -> dict[str, np.ndarray]:
-        """What the plots show: rounds (1-based), accuracy, loss, kB up/down, ε."""
+        """What the plots show: rounds (1-based), accuracy, loss, kB up/down (and up before
+        any codec stage: dense float32), ε."""
         history = self.federation.history
         rounds = np.arange(1, len(history) + 1, dtype=np.float64)
         eps = self.tracker.epsilons if self.tracker is not None else []
@@ -420,6 +424,11 @@ class FederationDashboard(Observer):
             "test_loss": history.series("test_loss"),
             "kb_up": history.series("bytes_up") / 1e3,
             "kb_down": history.series("bytes_down") / 1e3,
+            "kb_raw": (
+                history.stage_bytes("update") / 1e3
+                if "update" in history.stage_names()
+                else np.full(len(history), np.nan)
+            ),
             "epsilon_round": np.array([r + 1 for r, _ in eps], dtype=np.float64),
             "epsilon": np.array([e for _, e in eps], dtype=np.float64),
         }
@@ -452,6 +461,7 @@ class FederationDashboard(Observer):
             self._set_line(self.loss_line, s["round"], s["test_loss"])
             self._set_line(self.up_line, s["round"], s["kb_up"])
             self._set_line(self.down_line, s["round"], s["kb_down"])
+            self._set_line(self.raw_line, s["round"], s["kb_raw"])
             self.log.value = self._log_html()
         if len(s["epsilon"]) != len(self.epsilon_line.x):
             self._set_line(self.epsilon_line, s["epsilon_round"], s["epsilon"])

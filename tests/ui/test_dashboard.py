@@ -74,6 +74,7 @@ def test_plots_hold_one_point_per_completed_round(dash) -> None:
     np.testing.assert_allclose(dash.loss_line.y, history.series("test_loss"))
     np.testing.assert_allclose(dash.up_line.y, history.series("bytes_up") / 1e3)
     np.testing.assert_allclose(dash.down_line.y, history.series("bytes_down") / 1e3)
+    np.testing.assert_allclose(dash.raw_line.y, history.stage_bytes("update") / 1e3)
     assert dash.progress.value == 3 and len(dash.epsilon_line.x) == 0
     assert dash.log.value.count("<tr>") == 1 + 3  # header + one row per round
     # which runtime trained each round is in the log (the fixture uses the reference one)
