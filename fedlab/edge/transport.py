@@ -55,6 +55,11 @@ SUFFIX = ".flab"
 #: The published task.
 TASK_FILE = "task" + SUFFIX
 
+#: Per-device tasks (a plan of its own: epochs, seed, client id) go in this subfolder.
+TASKS_DIR = "tasks"
+
+_DEVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
 _UPDATE = re.compile(
     r"^(?P<device>[A-Za-z0-9][A-Za-z0-9_.-]*)-r(?P<round>\d+)" + re.escape(SUFFIX) + "$"
 )
@@ -90,7 +95,9 @@ class FileTransport:
     """Tasks and updates as protocol frames in one folder (a shared or synced directory,
     or a USB stick carried between the workbench and a board).
 
-    Layout: ``task.flab`` (a :class:`~fedlab.protocol.RoundTask` with its weights inline)
+    Layout: ``task.flab`` (a :class:`~fedlab.protocol.RoundTask` with its weights inline,
+    for every device), ``tasks/<device>.flab`` (a task for one device, which it reads in
+    preference to the shared one: how the round engine gives each device its own plan)
     and ``updates/<device>-r<round>.flab`` (an :class:`~fedlab.protocol.UpdateEnvelope`).
     Every file is written atomically, so a reader never sees half a file, even if the
     writer is killed.
@@ -101,16 +108,28 @@ class FileTransport:
         self.updates = self.folder / "updates"
 
     # -- workbench side --------------------------------------------------------------
-    def publish(self, task: RoundTask) -> Path:
-        """Write ``task`` for every device (replacing the previous one).
+    def publish(self, task: RoundTask, *, device_id: str | None = None) -> Path:
+        """Write ``task`` for every device, or for ``device_id`` only (replacing the
+        previous one); returns the file written.
 
         Raises
         ------
         ValueError
-            The task names its weights by reference (the exchange carries them inline).
+            The task names its weights by reference (the exchange carries them inline), or
+            ``device_id`` is not a valid device name.
         """
         _inline(task)
-        return atomic_write_bytes(self.folder / TASK_FILE, encode(task))
+        return atomic_write_bytes(self.task_path(device_id), encode(task))
+
+    def task_path(self, device_id: str | None = None) -> Path:
+        """Where the shared task (``device_id=None``) or one device's task is written."""
+        if device_id is None:
+            return self.folder / TASK_FILE
+        if not isinstance(device_id, str) or not _DEVICE.match(device_id):
+            raise ValueError(
+                f"device_id must be 1-64 letters, digits, '_', '.' or '-', got {device_id!r}"
+            )
+        return self.folder / TASKS_DIR / f"{device_id}{SUFFIX}"
 
     def envelopes(
         self, task: RoundTask, *, devices: Collection[str]
@@ -255,14 +274,17 @@ class FileTransport:
 
     # -- device side -----------------------------------------------------------------
     def fetch(self, device_id: str) -> RoundTask | None:
-        """The published task, or None if there is none.
+        """This device's task (``tasks/<device>.flab``) if there is one, else the shared
+        task, else None.
 
         Raises
         ------
         ValueError
             The task file is damaged or its values are not a valid task (naming the field).
         """
-        path = self.folder / TASK_FILE
+        path = self.task_path(device_id)
+        if not path.is_file():
+            path = self.folder / TASK_FILE
         if not path.is_file():
             return None
         try:

@@ -13,6 +13,7 @@ from typing import Literal, Protocol
 
 import numpy as np
 
+from fedlab.data.arrays import LabeledArrays
 from fedlab.data.federated_dataset import FederatedDataset
 from fedlab.federated.batching import client_seed
 from fedlab.federated.checkpoint import (
@@ -81,6 +82,21 @@ def _dataset_digest(data: FederatedDataset) -> str:
     return h.hexdigest()[:16]
 
 
+def _given_or(value: int | None, default: int) -> int:
+    return default if value is None else value
+
+
+def _fleet_digest(test: LabeledArrays, dispatcher: Dispatcher) -> str:
+    """A fleet's identity: its size, its clients' enrolled sizes and the test set."""
+    h = hashlib.sha256()
+    h.update(type(dispatcher).__name__.encode())
+    n = dispatcher.num_clients
+    h.update(np.asarray([dispatcher.enrolled_examples(c) for c in range(n)]).tobytes())
+    h.update(np.ascontiguousarray(test.x[:64]).tobytes())
+    h.update(np.ascontiguousarray(test.y).tobytes())
+    return h.hexdigest()[:16]
+
+
 class Federation:
     """The server's round loop, and a history of rounds.
 
@@ -92,10 +108,13 @@ class Federation:
 
     Parameters
     ----------
-    data : FederatedDataset
-        The clients' data and the central test set.
+    data : FederatedDataset, optional
+        The clients' data and the central test set, for clients simulated in this process
+        (the default dispatcher). With a ``dispatcher`` whose clients hold their own data
+        (devices, a Flower fleet) give ``test`` instead.
     runtime : ClientRuntime
-        Local training (``KerasRuntime`` is the reference).
+        Local training (``KerasRuntime`` is the reference); it also gives the initial
+        model and evaluates the global model on the central test set.
     config : FederationConfig
         Round parameters; defaults to ``FederationConfig()``.
     strategy : Strategy
@@ -121,8 +140,9 @@ class Federation:
         Continue from the newest checkpoint in ``checkpoint_dir`` if there is one.
     dispatcher : Dispatcher, optional
         Where clients run; by default simulated in this process over ``data`` and
-        ``runtime`` (``runtime`` then also gives the initial model and evaluates it on
-        ``data.test``). Its population must be ``data``'s.
+        ``runtime``. With ``data`` too, its population must be ``data``'s.
+    test : LabeledArrays, optional
+        The central test set when there is no ``data`` (default: ``data.test``).
     secure_aggregation : SecureAggregation, optional
         A cohort stage: the accepted updates are summed by SecAgg+ and the strategy gets
         only the sum (``aggregate_sum``); clients lost during the protocol are recorded as
@@ -132,7 +152,7 @@ class Federation:
     def __init__(
         self,
         *,
-        data: FederatedDataset,
+        data: FederatedDataset | None = None,
         runtime: ClientRuntime,
         config: FederationConfig | None = None,
         strategy: Strategy | None = None,
@@ -147,15 +167,31 @@ class Federation:
         resume: bool = False,
         dispatcher: Dispatcher | None = None,
         secure_aggregation: SecureAggregation | None = None,
+        test: LabeledArrays | None = None,
     ) -> None:
-        if not isinstance(data, FederatedDataset):
+        if data is None:
+            if dispatcher is None:
+                raise ValueError("give data (clients simulated here) or a dispatcher and test")
+            if not isinstance(test, LabeledArrays):
+                raise TypeError(
+                    "a federation without data needs test=LabeledArrays (the central test "
+                    f"set), got {type(test).__name__}"
+                )
+        elif not isinstance(data, FederatedDataset):
             raise TypeError(f"data must be a FederatedDataset, got {type(data).__name__}")
+        elif test is not None:
+            raise ValueError("give test only without data (data.test is the test set)")
         if not isinstance(runtime, ClientRuntime):
             raise TypeError(f"runtime does not implement ClientRuntime: {type(runtime).__name__}")
+        if data is not None:
+            population, central = data.num_clients, data.test
+        else:
+            assert dispatcher is not None and test is not None  # checked above
+            population, central = dispatcher.num_clients, test
         self.config = config or FederationConfig()
-        self.config.cohort_size(data.num_clients)  # raises if the cohort exceeds the population
-        if profiles is not None and len(profiles) != data.num_clients:
-            raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
+        self.config.cohort_size(population)  # raises if the cohort exceeds the population
+        if profiles is not None and len(profiles) != population:
+            raise ValueError(f"got {len(profiles)} profiles for {population} clients")
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every!r}")
         if checkpoint_dir is not None:
@@ -164,29 +200,32 @@ class Federation:
         if resume and checkpoint_dir is None:
             raise ValueError("resume=True needs a checkpoint_dir")
         self.data = data
+        self.test = central
         self.runtime = runtime
         self.strategy: Strategy = strategy if strategy is not None else FedAvg()
         self.sampler: Sampler = sampler or UniformSampler()
         self.pipeline = pipeline or Pipeline()
-        self.profiles = (
-            tuple(profiles) if profiles is not None else (ClientProfile(),) * data.num_clients
-        )
+        self.profiles = tuple(profiles) if profiles is not None else (ClientProfile(),) * population
         self.epoch_policy: EpochPolicy = epoch_policy or FixedEpochs()
         self.observers: list[Observer] = list(observers)
         self.guards: list[RoundGuard] = list(guards)
-        if dispatcher is not None and dispatcher.num_clients != data.num_clients:
+        if dispatcher is not None and dispatcher.num_clients != population:
             raise ValueError(
-                f"the dispatcher enrols {dispatcher.num_clients} clients, data has "
-                f"{data.num_clients}"
+                f"the dispatcher enrols {dispatcher.num_clients} clients, data has {population}"
             )
-        self.dispatcher: Dispatcher = dispatcher or SimulatedDispatcher(
-            data=data,
-            runtime=runtime,
-            pipeline=self.pipeline,
-            profiles=self.profiles,
-            dropout_rate=self.config.dropout_rate,
-            seconds_per_example=self.config.seconds_per_example,
+        self._simulated = (
+            None
+            if dispatcher is not None
+            else SimulatedDispatcher(
+                data=data,  # type: ignore[arg-type]  # not None without a dispatcher
+                runtime=runtime,
+                pipeline=self.pipeline,
+                profiles=self.profiles,
+                dropout_rate=self.config.dropout_rate,
+                seconds_per_example=self.config.seconds_per_example,
+            )
         )
+        self.dispatcher: Dispatcher = dispatcher if dispatcher is not None else self._simulated  # type: ignore[assignment]
         self.secure_aggregation = secure_aggregation
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
@@ -197,6 +236,24 @@ class Federation:
             self._resume()
 
     # -- state -----------------------------------------------------------------------
+    @property
+    def config(self) -> FederationConfig:
+        """Round parameters (change them with :meth:`update_config`)."""
+        return self._config
+
+    @config.setter
+    def config(self, config: FederationConfig) -> None:
+        self._config = config
+        simulated = getattr(self, "_simulated", None)
+        if simulated is not None:  # the default dispatcher's simulation follows the config
+            simulated.dropout_rate = config.dropout_rate
+            simulated.seconds_per_example = config.seconds_per_example
+
+    @property
+    def population(self) -> int:
+        """Number of enrolled clients (the dispatcher's)."""
+        return self.dispatcher.num_clients
+
     @property
     def weights(self) -> Weights:
         """The current global model."""
@@ -223,7 +280,7 @@ class Federation:
         """Use ``config`` from the next round on (validated before anything changes)."""
         if not isinstance(config, FederationConfig):
             raise TypeError(f"config must be a FederationConfig, got {type(config).__name__}")
-        config.cohort_size(self.data.num_clients)
+        config.cohort_size(self.population)
         self.config = config
 
     def set_strategy(self, strategy: Strategy) -> None:
@@ -259,7 +316,11 @@ class Federation:
     def fingerprint(self) -> str:
         """Identity of the experiment: data, model shapes, strategy and config."""
         identity = {
-            "data": _dataset_digest(self.data),
+            "data": (
+                _dataset_digest(self.data)
+                if self.data is not None
+                else _fleet_digest(self.test, self.dispatcher)
+            ),
             "shapes": [list(s) for s in self._shapes],
             "strategy": strategy_to_dict(self.strategy),
             "config": self.config.to_dict(),
@@ -359,9 +420,6 @@ class Federation:
         )
         context = StageContext(round_index=r, weight_shapes=self._shapes, weights=self._weights)
         tasks = RoundTasks(r, self._weights, plans, cfg.deadline_s, context)
-        if isinstance(dispatcher, SimulatedDispatcher):
-            dispatcher.dropout_rate = cfg.dropout_rate
-            dispatcher.seconds_per_example = cfg.seconds_per_example
         dispatched = dispatcher.dispatch(
             tasks,
             rng=rng,
@@ -454,7 +512,7 @@ class Federation:
         metrics = {"loss": math.nan, "accuracy": math.nan}
         if do_eval:
             metrics = self.runtime.evaluate(
-                weights, self.data.test.x, self.data.test.y, batch_size=cfg.eval_batch_size
+                weights, self.test.x, self.test.y, batch_size=cfg.eval_batch_size
             )
         counts = [u.num_examples for u in accepted]
         losses = [float(u.metrics.get("train_loss", math.nan)) for u in accepted]
@@ -489,11 +547,7 @@ class Federation:
             test_accuracy=float(metrics["accuracy"]),
             test_loss=float(metrics["loss"]),
             bytes_up=bytes_up,
-            bytes_down=(
-                dispatched.bytes_down
-                if dispatched.bytes_down is not None
-                else tasks.model_bytes * len(selected)
-            ),
+            bytes_down=_given_or(dispatched.bytes_down, tasks.model_bytes * len(selected)),
             sim_time_s=float(sim_time),
             wall_time_s=time.perf_counter() - start,
             runtime=dispatched.runtime,
@@ -531,7 +585,7 @@ class Federation:
         """Loss and accuracy of the current global model on the central test set."""
         return self.runtime.evaluate(
             self._weights,
-            self.data.test.x,
-            self.data.test.y,
+            self.test.x,
+            self.test.y,
             batch_size=self.config.eval_batch_size,
         )

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 from fedlab.kits.builder import KIT_TARGETS, Kit, build_kit
 from fedlab.kits.fleet import (
+    AgentRun,
+    DeviceDispatcher,
     EmulatedDevice,
     EmulatedRound,
     make_emulated_devices,
+    run_agents,
     run_emulated_round,
 )
 from fedlab.kits.requirements import device_requirements, read_lock
 
 __all__ = [
     "KIT_TARGETS",
+    "AgentRun",
+    "DeviceDispatcher",
     "EmulatedDevice",
     "EmulatedRound",
     "Kit",
@@ -20,5 +25,6 @@ __all__ = [
     "device_requirements",
     "make_emulated_devices",
     "read_lock",
+    "run_agents",
     "run_emulated_round",
 ]

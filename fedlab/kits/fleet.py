@@ -1,5 +1,12 @@
-"""Emulated boards on the workbench: each device is a folder (config + local data) and a
-separate Python process that can import only what a board has (``fedlab.edge.emulate``)."""
+"""Emulated boards on the workbench, and the round engine's dispatcher for a device fleet.
+
+Each emulated device is a folder (config + local data) and, per round, a separate Python
+process that can import only what a board has (``fedlab.edge.emulate``). The
+:class:`DeviceDispatcher` puts a fleet of devices behind the round engine's
+:class:`~fedlab.federated.dispatch.Dispatcher` interface: ``Federation`` runs its rounds
+on them exactly as on simulated clients (select → plan → dispatch → server pipeline →
+reduce + server step → commit); this module never aggregates and never judges an update.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,13 +23,23 @@ from typing import Any
 import numpy as np
 
 from fedlab.data.federated_dataset import ClientData
-from fedlab.edge.transport import SUFFIX, FileTransport
+from fedlab.edge.transport import SUFFIX, FileTransport, update_file_name
+from fedlab.federated.dispatch import Dispatched, Report, RoundTasks
+from fedlab.federated.selection import ClientProfile
 from fedlab.federated.stages import UpdatePolicy
-from fedlab.federated.types import ClientUpdate
+from fedlab.federated.types import ClientUpdate, Envelope, UpdateRejected, is_int
 from fedlab.kits.builder import Kit
 from fedlab.protocol import RoundTask
 
-__all__ = ["EmulatedDevice", "EmulatedRound", "make_emulated_devices", "run_emulated_round"]
+__all__ = [
+    "AgentRun",
+    "DeviceDispatcher",
+    "EmulatedDevice",
+    "EmulatedRound",
+    "make_emulated_devices",
+    "run_agents",
+    "run_emulated_round",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +109,98 @@ def make_emulated_devices(
     return devices
 
 
+@dataclass(frozen=True, slots=True)
+class AgentRun:
+    """One emulated agent process: its exit code (None: killed at the time limit), its
+    report line (the JSON it printed), the last line of its stderr, and when it ended
+    (seconds after the batch started)."""
+
+    device_id: str
+    exit_code: int | None
+    report: Mapping[str, Any]
+    message: str
+    seconds: float
+
+
+def _agent_command(device: EmulatedDevice) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fedlab.edge.emulate",
+        "fedlab.edge.agent",
+        "--config",
+        str(device.config),
+    ]
+
+
+def run_agents(
+    devices: Sequence[EmulatedDevice],
+    *,
+    timeout_s: float = 300.0,
+    parallel: int | None = None,
+) -> dict[str, AgentRun]:
+    """Run one agent round on each device, ``parallel`` processes at a time (default: one
+    per core), each in its own process with TensorFlow blocked; a process still running
+    ``timeout_s`` after the batch started is killed (``exit_code=None``)."""
+    if not (timeout_s > 0):
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    workers = parallel if parallel is not None else max(1, os.cpu_count() or 1)
+    if not is_int(workers) or workers < 1:
+        raise ValueError(f"parallel must be an int >= 1, got {parallel!r}")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.monotonic()
+    waiting = list(devices)
+    running: dict[str, tuple[EmulatedDevice, subprocess.Popen[str]]] = {}
+    runs: dict[str, AgentRun] = {}
+
+    def finish(device: EmulatedDevice, proc: subprocess.Popen[str], killed: bool) -> None:
+        out, err = proc.communicate()
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        report = json.loads(lines[-1]) if lines else {}
+        message = err.strip().splitlines()[-1] if err.strip() else ""
+        runs[device.device_id] = AgentRun(
+            device.device_id,
+            None if killed else proc.returncode,
+            report,
+            f"killed after {timeout_s:g} s" if killed else message,
+            time.monotonic() - start,
+        )
+
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                device = waiting.pop(0)
+                proc = subprocess.Popen(
+                    _agent_command(device),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                    env=env,
+                )
+                running[device.device_id] = (device, proc)
+            time.sleep(0.02)
+            over = time.monotonic() - start > timeout_s
+            for device_id, (device, proc) in list(running.items()):
+                if proc.poll() is not None or over:
+                    if proc.poll() is None:
+                        proc.kill()
+                        finish(device, proc, killed=True)
+                    else:
+                        finish(device, proc, killed=False)
+                    del running[device_id]
+            if over:
+                for device in waiting:  # never started: the time was up
+                    runs[device.device_id] = AgentRun(
+                        device.device_id, None, {}, "not started before the time limit", 0.0
+                    )
+                waiting = []
+    finally:
+        for _, proc in running.values():  # an interrupt must not leave agents behind
+            proc.kill()
+            proc.communicate()
+    return runs
+
+
 def run_emulated_round(
     devices: Sequence[EmulatedDevice],
     exchange: str | Path,
@@ -99,40 +209,241 @@ def run_emulated_round(
     timeout_s: float = 300.0,
     policy: UpdatePolicy | None = None,
 ) -> EmulatedRound:
-    """Publish ``task`` (a :class:`~fedlab.protocol.RoundTask` with inline weights), run
-    every device's agent (one process each, TensorFlow blocked), and collect the envelopes.
-    A device that fails is reported with its exit code and
-    message, not hidden; an update refused by ``policy`` (default ``UpdatePolicy()``) or
-    from a device not in ``devices`` is listed in ``rejected`` with its reason."""
+    """One shared task on every device, outside the round engine (a latency benchmark, a
+    kit smoke test): publish ``task`` (inline weights), run every device's agent, and
+    collect the envelopes with the server's update ``policy`` (default ``UpdatePolicy()``).
+    A device that fails is reported with its exit code and message, not hidden; an update
+    refused by the policy or from a device not in ``devices`` is listed in ``rejected``
+    with its reason. For federated rounds use :class:`DeviceDispatcher` with
+    ``Federation``."""
     transport = FileTransport(exchange)
     bytes_down = transport.publish(task).stat().st_size
-    reports: dict[str, dict[str, Any]] = {}
-    failures: dict[str, str] = {}
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    for device in devices:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fedlab.edge.emulate",
-                "fedlab.edge.agent",
-                "--config",
-                str(device.config),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=env,
-            check=False,
-        )
-        if proc.returncode != 0:
-            failures[device.device_id] = f"exit {proc.returncode}: {proc.stderr.strip()}"
-            continue
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if lines:
-            reports[device.device_id] = json.loads(lines[-1])
+    runs = run_agents(devices, timeout_s=timeout_s, parallel=1)
+    failures = {d: f"exit {r.exit_code}: {r.message}" for d, r in runs.items() if r.exit_code != 0}
+    reports = {d: dict(r.report) for d, r in runs.items() if r.exit_code == 0 and r.report}
     enrolled = {d.device_id: d.num_examples for d in devices}
     accepted, rejected = transport.collect(task, devices=enrolled, policy=policy)
     files = transport.updates.glob(f"*-r{task.round_index}{SUFFIX}")
     bytes_up = sum(path.stat().st_size for path in files)
     return EmulatedRound(reports, accepted, rejected, failures, bytes_down, bytes_up)
+
+
+class DeviceDispatcher:
+    """A fleet of devices behind a file exchange, as the round engine's dispatcher.
+
+    Client ``i`` is ``devices[i]``. Each round every invited device gets a task of its own
+    (``tasks/<device>.flab``: the global weights, its plan — epochs, seed, FedProx μ — and
+    its client id); the others' tasks are withdrawn. With ``launch`` (emulated boards) the
+    dispatcher runs the invited devices' agents itself, ``parallel`` at a time; without it
+    (real boards whose agents poll the exchange) it waits for their updates. Updates are
+    collected until the round's deadline (``deadline_s`` of the config, else
+    ``timeout_s``): a device that answered is ``reported`` with its envelope (the server's
+    pipeline then judges it, refusing any that does not echo this round's round index,
+    model version and global-weights hash), one whose agent failed or whose file could not
+    be read is ``failed`` with the reason, one still training at the deadline a
+    ``straggler``, and one that sent nothing ``dropped``.
+
+    Parameters
+    ----------
+    devices : sequence of EmulatedDevice
+        The fleet, each with its enrolled number of examples (the cap on what it may claim).
+    exchange : str or Path
+        The exchange folder the devices' transport names.
+    model_version : str
+        The kit's model version (``kit.manifest.info["model"]["version"]``).
+    profiles : sequence of ClientProfile, optional
+        For epoch policies that plan by device speed (identical devices by default).
+    launch : bool
+        Run the emulated agents (True) or wait for real ones (False).
+    parallel : int, optional
+        Agent processes at a time when launching (default: one per core).
+    timeout_s : float
+        Longest wait per round when the config sets no deadline.
+    poll_s : float
+        How often the exchange is checked when waiting for real devices.
+
+    Attributes
+    ----------
+    last_runs : dict
+        The last round's :class:`AgentRun` per launched device (report lines: time, peak
+        memory, whether TensorFlow was imported).
+    last_tasks : dict
+        The last round's :class:`~fedlab.protocol.RoundTask` per client id.
+    """
+
+    def __init__(
+        self,
+        devices: Sequence[EmulatedDevice],
+        exchange: str | Path,
+        *,
+        model_version: str,
+        profiles: Sequence[ClientProfile] | None = None,
+        launch: bool = True,
+        parallel: int | None = None,
+        timeout_s: float = 300.0,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.devices = tuple(devices)
+        if not self.devices:
+            raise ValueError("a device fleet needs at least one device")
+        for device in self.devices:
+            if not isinstance(device, EmulatedDevice):
+                raise TypeError(f"devices must be EmulatedDevice, got {type(device).__name__}")
+            n = device.num_examples
+            if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                raise ValueError(
+                    f"device {device.device_id!r}: num_examples (its enrolled data size, the "
+                    f"cap on what it may claim) must be an int >= 1, got {device.num_examples!r}"
+                )
+        ids = [d.device_id.casefold() for d in self.devices]
+        if len(set(ids)) != len(ids):
+            raise ValueError("device ids must be unique (case-insensitively)")
+        if not isinstance(model_version, str) or not model_version:
+            raise ValueError(f"model_version must be a non-empty string, got {model_version!r}")
+        if profiles is not None and len(profiles) != len(self.devices):
+            raise ValueError(f"got {len(profiles)} profiles for {len(self.devices)} devices")
+        for name, value in (("timeout_s", timeout_s), ("poll_s", poll_s)):
+            if not (isinstance(value, int | float) and value > 0):
+                raise ValueError(f"{name} must be a number > 0, got {value!r}")
+        self.transport = FileTransport(exchange)
+        self.model_version = model_version
+        self.profiles = tuple(profiles) if profiles else (ClientProfile(),) * len(self.devices)
+        self.launch = bool(launch)
+        self.parallel = parallel
+        self.timeout_s = float(timeout_s)
+        self.poll_s = float(poll_s)
+        self.last_runs: dict[str, AgentRun] = {}
+        self.last_tasks: dict[int, RoundTask] = {}
+
+    @property
+    def num_clients(self) -> int:
+        """Number of devices."""
+        return len(self.devices)
+
+    def enrolled_examples(self, client_id: int) -> int:
+        """The device's enrolled data size."""
+        return int(self.devices[client_id].num_examples)  # type: ignore[arg-type]
+
+    def profile(self, client_id: int) -> ClientProfile:
+        """The device's profile."""
+        return self.profiles[client_id]
+
+    def dispatch(
+        self,
+        tasks: RoundTasks,
+        *,
+        rng: np.random.Generator,
+        on_training_start: Callable[[tuple[int, ...]], None],
+    ) -> Dispatched:
+        """Publish one task per invited device, run or await them, collect (see the class
+        docstring). ``rng`` is not used: a real fleet draws nothing."""
+        wait = tasks.deadline_s if tasks.deadline_s is not None else self.timeout_s
+        start, opened = time.monotonic(), time.time()
+        asked = {plan.client_id: self.devices[plan.client_id] for plan in tasks.plans}
+        by_id = {d.device_id: cid for cid, d in asked.items()}
+        round_tasks = {
+            cid: RoundTask.from_client_plan(
+                plan,
+                model_version=self.model_version,
+                weights=tasks.weights,
+                deadline=opened + wait,
+            )
+            for cid, plan in zip(asked, tasks.plans, strict=True)
+        }
+        for device in self.devices:  # a device not invited must not redo an old task
+            if device.device_id not in by_id:
+                self.transport.task_path(device.device_id).unlink(missing_ok=True)
+        bytes_down = 0
+        for cid, task in round_tasks.items():
+            device_id = asked[cid].device_id
+            self._clear_stale(device_id, task)
+            bytes_down += self.transport.publish(task, device_id=device_id).stat().st_size
+        on_training_start(tuple(asked))
+        arrival: dict[str, float] = {}
+        runs: dict[str, AgentRun] = {}
+        if self.launch:
+            runs = run_agents(list(asked.values()), timeout_s=wait, parallel=self.parallel)
+            arrival = {d: r.seconds for d, r in runs.items() if r.exit_code == 0}
+        else:
+            arrival = self._await(list(by_id), tasks.round_index, start, wait)
+        first = next(iter(round_tasks.values()))
+        decoded, refused = self.transport.envelopes(first, devices=list(by_id))
+        got = {env.device_id: env for _, env in decoded}
+        refusals = {name: reason for name, reason in refused}
+        reports = []
+        for cid, device in asked.items():
+            did, run = device.device_id, runs.get(device.device_id)
+            name = update_file_name(did, tasks.round_index)
+            envelope = got.get(did)
+            if run is not None and run.exit_code is None:
+                reports.append(Report(cid, "straggler", duration_s=wait, detail=run.message))
+            elif run is not None and run.exit_code != 0:
+                reports.append(
+                    Report(cid, "failed", detail=f"agent exit {run.exit_code}: {run.message}")
+                )
+            elif name in refusals:
+                reports.append(
+                    Report(cid, "failed", detail=f"refused on arrival: {refusals[name]}")
+                )
+            elif envelope is None:
+                late = not self.launch and time.monotonic() - start >= wait
+                reports.append(
+                    Report(
+                        cid,
+                        "straggler" if late else "dropped",
+                        duration_s=wait if late else 0.0,
+                        detail=f"no update by the deadline ({wait:g} s)"
+                        if late
+                        else "the agent sent no update",
+                    )
+                )
+            else:
+                reports.append(
+                    Report(
+                        cid,
+                        "reported",
+                        Envelope(**envelope.engine_fields()),
+                        duration_s=arrival.get(did, time.monotonic() - start),
+                        num_examples=self.enrolled_examples(cid),
+                        stage_bytes=(("update", envelope.nbytes),),
+                    )
+                )
+        self.last_runs = runs
+        self.last_tasks = round_tasks
+        mode = "emulated" if self.launch else "remote"
+        return Dispatched(
+            tuple(reports),
+            runtime=f"{len(asked)} devices ({mode}, LiteRT)",
+            expect_headers=first.expect_headers(),
+            bytes_down=bytes_down,
+        )
+
+    def _clear_stale(self, device_id: str, task: RoundTask) -> None:
+        """Remove an update file of this round left by an earlier run, unless it answers
+        this very task (same client, round and global weights: a server resumed after a
+        crash re-issues it, and a device that answered does not train it twice)."""
+        path = self.transport.updates / update_file_name(device_id, task.round_index)
+        if not path.is_file():
+            return
+        try:
+            old = self.transport.read_envelope(path, task)
+        except (UpdateRejected, OSError):
+            old = None
+        expected = {**task.expect_headers(), "client_id": task.client_id}
+        if old is None or any(getattr(old, key) != value for key, value in expected.items()):
+            path.unlink(missing_ok=True)
+
+    def _await(
+        self, device_ids: list[str], round_index: int, start: float, wait: float
+    ) -> dict[str, float]:
+        arrival: dict[str, float] = {}
+        while len(arrival) < len(device_ids) and time.monotonic() - start < wait:
+            for did in device_ids:
+                if (
+                    did not in arrival
+                    and (self.transport.updates / update_file_name(did, round_index)).is_file()
+                ):
+                    arrival[did] = time.monotonic() - start
+            if len(arrival) < len(device_ids):
+                time.sleep(self.poll_s)
+        return arrival

@@ -102,10 +102,10 @@ class PrivacyTracker(Observer):
         """
         from fedlab.federated.selection import PoissonSampler, UniformSampler
 
-        if federation.data.num_clients != self.population:
+        if federation.population != self.population:
             raise ValueError(
                 f"tracker population {self.population} != federation population "
-                f"{federation.data.num_clients}"
+                f"{federation.population}"
             )
         _dp_parameters(federation)
         sampler = federation.sampler

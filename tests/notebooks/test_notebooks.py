@@ -163,6 +163,10 @@ def check_device_kits(results: dict[str, Any]) -> None:
         assert 0 < row["max peak RSS MB"] <= 150
     assert rounds[-1]["test accuracy"] > 0.2, "chance is 0.1"
     assert results["update_rel_diff"] < 1e-4
+    # the emulated Pis ran through the round engine, not a loop of its own
+    assert results["coordinator"]["dispatcher"] == "DeviceDispatcher"
+    assert results["coordinator"]["rounds_done"] == cfg["rounds"]
+    assert all(row["MB up"] > 0 and row["MB down"] > row["MB up"] for row in rounds)
     lat = {row["model"]: row for row in results["latency"]}
     assert lat["trainable digits CNN"]["train step median ms"] > 0
     tampered = results["tampered"]
