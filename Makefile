@@ -23,7 +23,7 @@ QUIET := 2> >(grep -v --line-buffered -E 'Unable to register cu(DNN|FFT|BLAS) fa
 SYSTEM_PACKAGES := chromium shellcheck
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup python-check system-deps run test test-portability lab bench lint format hooks lock clean
+.PHONY: setup python-check system-deps run test test-portability lab bench lint format hooks lock clean wheelhouse
 
 # TensorFlow 2.15 (and so tensorflow-privacy 0.9) has wheels for Python 3.9-3.11 only, and the
 # lock is made on 3.11: any other Python would end in a long pip resolution error.
@@ -75,6 +75,12 @@ test: setup system-deps
 ## of AVX2-only x86 and ARM CPUs, which a machine with AVX-512 VNNI/AMX would otherwise hide.
 test-portability: setup
 	TF_ENABLE_ONEDNN_OPTS=0 $(BIN)/python -m pytest $(PYTEST_ARGS) -m portability $(QUIET)
+
+## Device wheels for kits (network, once): build/wheelhouse/linux_aarch64/, which build_kit(...,
+## wheelhouse=...) vendors hash-pinned so a board installs offline. PLATFORM=linux_x86_64 for x86 boards.
+PLATFORM ?= linux_aarch64
+wheelhouse: setup
+	$(BIN)/python -c 'import sys; from fedlab.kits.wheelhouse import main; sys.exit(main(sys.argv[1:]))' --platform $(PLATFORM) --out build/wheelhouse $(QUIET)
 
 ## JupyterLab on the notebooks.
 lab: setup

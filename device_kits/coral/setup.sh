@@ -25,7 +25,7 @@ set -euo pipefail
 BOARD="usb"
 usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
-DEVBOARD_REFUSED="the Coral Dev Board is not supported: it runs Mendel Linux (Debian 10, Python 3.7), for which ai-edge-litert (the LiteRT runtime the agent needs) has no wheels, and Coral's own tflite_runtime/pycoral stop at Python 3.9 while fedlab needs 3.9+ with ai-edge-litert. Use a Coral USB Accelerator on a Raspberry Pi 4/5 with 64-bit Raspberry Pi OS Bookworm (--board usb)"
+DEVBOARD_REFUSED="the Coral Dev Board is not supported: it runs Mendel Linux (Debian 10, Python 3.7), for which ai-edge-litert (the LiteRT runtime the agent needs) has no wheels, and the agent is not written for Coral's own tflite_runtime/pycoral. Use a Coral USB Accelerator on a Raspberry Pi 4/5 with 64-bit Raspberry Pi OS Bookworm (--board usb)"
 
 # In a kit common.sh sits beside this script; in the repository it is one folder up.
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -39,22 +39,13 @@ __all__ = [
     "pinned_requirements",
 ]
 
-#: ``pip download --platform`` tags per kit platform (a Pi on Bookworm has glibc 2.36).
+#: ``pip download --platform`` tags per kit platform: manylinux up to glibc 2.36, what
+#: 64-bit Raspberry Pi OS Bookworm has (ai-edge-litert 2.3 ships manylinux_2_27 only).
+_GLIBC = ("2_17", "2_24", "2_26", "2_27", "2_28", "2_31", "2_34", "2_35", "2_36")
 PLATFORMS: dict[str, tuple[str, ...]] = {
-    "linux_aarch64": (
-        "manylinux2014_aarch64",
-        "manylinux_2_17_aarch64",
-        "manylinux_2_28_aarch64",
-        "manylinux_2_34_aarch64",
-        "manylinux_2_36_aarch64",
-    ),
-    "linux_x86_64": (
-        "manylinux2014_x86_64",
-        "manylinux_2_17_x86_64",
-        "manylinux_2_28_x86_64",
-        "manylinux_2_34_x86_64",
-        "manylinux_2_36_x86_64",
-    ),
+    machine: (f"manylinux2014_{machine.split('_', 1)[1]}",)
+    + tuple(f"manylinux_{g}_{machine.split('_', 1)[1]}" for g in _GLIBC)
+    for machine in ("linux_aarch64", "linux_x86_64")
 }
 INFO = "wheelhouse.json"
 ROOT = Path(__file__).resolve().parents[2]
@@ -247,7 +238,7 @@ def _repack(name: str, version: str, folder: Path) -> Path:
             arc = f.as_posix()
             if arc in skip:
                 continue
-            path = Path(dist.locate_file(f))
+            path = Path(str(dist.locate_file(f)))
             if not path.is_file():
                 raise ValueError(f"{name}: {arc} is in its RECORD but not installed")
             data = path.read_bytes()
