@@ -44,7 +44,7 @@ def _child(model: str, resolver: str, data: str | None, steps: int) -> None:
         print(json.dumps({"stage": name, **extra}), flush=True)
 
     interp = Interpreter(
-        model_path=model,
+        model_content=Path(model).read_bytes(),  # as fedlab.edge.model.TrainableModel does
         num_threads=1,
         experimental_op_resolver_type=getattr(OpResolverType, resolver),
     )
