@@ -10,21 +10,47 @@ is held), :mod:`~fedlab.ops.simulation` (a TensorFlow-free sensor fleet for all 
 from __future__ import annotations
 
 from fedlab.ops.canary import CanaryDecision, CanaryPolicy, noninferiority_bound, run_canary
+from fedlab.ops.cost import (
+    CostEstimate,
+    Prices,
+    estimate_cost,
+    measure_aggregation_cpu,
+    measure_traffic,
+)
 from fedlab.ops.drift import DriftAlert, DriftMonitor, DriftObserver, PageHinkley
-from fedlab.ops.registry import ModelVersion, Provenance, Registry, RegistryError, code_version
+from fedlab.ops.registry import (
+    ModelVersion,
+    Provenance,
+    Registry,
+    RegistryError,
+    RegistryObserver,
+    code_version,
+)
+from fedlab.ops.retention import RetentionPolicy
+from fedlab.ops.simulation import SensorFleet, SoftmaxRuntime, sensor_features
 
 __all__ = [
     "CanaryDecision",
     "CanaryPolicy",
+    "CostEstimate",
     "DriftAlert",
     "DriftMonitor",
     "DriftObserver",
     "ModelVersion",
     "PageHinkley",
+    "Prices",
     "Provenance",
     "Registry",
     "RegistryError",
+    "RegistryObserver",
+    "RetentionPolicy",
+    "SensorFleet",
+    "SoftmaxRuntime",
     "code_version",
+    "estimate_cost",
+    "measure_aggregation_cpu",
+    "measure_traffic",
     "noninferiority_bound",
     "run_canary",
+    "sensor_features",
 ]

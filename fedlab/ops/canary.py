@@ -279,8 +279,10 @@ def run_canary(
         reason=reason,
         differences=diffs,
     )
-    summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
-               for k, v in decision.summary().items()}  # fmt: skip
+    summary = {
+        k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+        for k, v in decision.summary().items()
+    }
     registry.record("canary_decision", version=cand, channel=channel, detail=summary)
     if promoted:
         registry.promote(cand, channel, reason="canary passed", detail={"lower_bound": bound})
@@ -288,6 +290,10 @@ def run_canary(
     else:
         registry.report_running(cohort, base)
         registry.promote(base, "canary", reason="canary failed: automatic rollback")
-        registry.record("auto_rollback", version=base, channel="canary",
-                        detail={"rejected": cand, "reason": reason})  # fmt: skip
+        registry.record(
+            "auto_rollback",
+            version=base,
+            channel="canary",
+            detail={"rejected": cand, "reason": reason},
+        )
     return decision

@@ -100,6 +100,7 @@ class PageHinkley:
     _up_min: float = field(default=0.0, init=False, repr=False)
     _down: float = field(default=0.0, init=False, repr=False)
     _down_max: float = field(default=0.0, init=False, repr=False)
+    last_alarm: float = field(default=math.nan, init=False)
 
     def __post_init__(self) -> None:
         self.delta = _check("delta", self.delta, positive=False)
@@ -133,8 +134,10 @@ class PageHinkley:
         self._up_min = min(self._up_min, self._up)
         self._down += x - self._mean + self.delta
         self._down_max = max(self._down_max, self._down)
-        if self._n >= self.min_samples and self.statistic > self.threshold:
+        statistic = self.statistic
+        if self._n >= self.min_samples and statistic > self.threshold:
             self.reset()
+            self.last_alarm = statistic
             return True
         return False
 
@@ -220,11 +223,8 @@ class DriftMonitor:
             mean, sd = self._scale[stream]
             test = self._tests[stream]
             z = (value - mean) / sd
-            statistic_before = test.statistic
             if test.update(z):
-                alert = DriftAlert(
-                    round_index, stream, max(statistic_before, self.threshold), value
-                )
+                alert = DriftAlert(round_index, stream, test.last_alarm, value)
                 self.alerts.append(alert)
                 fired = fired or alert
         return fired

@@ -47,6 +47,7 @@ __all__ = [
     "Provenance",
     "Registry",
     "RegistryError",
+    "RegistryObserver",
     "code_version",
     "decode_weights",
     "encode_weights",
@@ -375,9 +376,16 @@ class Registry:
         db.execute(
             "INSERT INTO events (at, action, channel, version, previous, actor, detail) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (time.time(), action, channel, version, previous, self.actor,
-             _canonical(dict(detail or {}))),
-        )  # fmt: skip
+            (
+                time.time(),
+                action,
+                channel,
+                version,
+                previous,
+                self.actor,
+                _canonical(dict(detail or {})),
+            ),
+        )
 
     @staticmethod
     def _row_to_version(row: tuple[Any, ...]) -> ModelVersion:
@@ -435,11 +443,24 @@ class Registry:
                 db.execute(
                     "INSERT INTO versions (id, parent, blob, blob_bytes, created_at, label, "
                     "config, provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (vid, provenance.parent or None, blob_digest, len(data), time.time(),
-                     label, config_json, prov_json),
-                )  # fmt: skip
-                self._event(db, "register", version=vid, previous=provenance.parent,
-                            detail={"label": label, "bytes": len(data)})  # fmt: skip
+                    (
+                        vid,
+                        provenance.parent or None,
+                        blob_digest,
+                        len(data),
+                        time.time(),
+                        label,
+                        config_json,
+                        prov_json,
+                    ),
+                )
+                self._event(
+                    db,
+                    "register",
+                    version=vid,
+                    previous=provenance.parent,
+                    detail={"label": label, "bytes": len(data)},
+                )
         version = self._get(vid)
         assert version is not None
         return version
@@ -556,8 +577,14 @@ class Registry:
                 "updated_at=excluded.updated_at",
                 (channel, vid, time.time()),
             )
-            self._event(db, "promote", channel=channel, version=vid, previous=previous,
-                        detail={"reason": reason, **dict(detail or {})})  # fmt: skip
+            self._event(
+                db,
+                "promote",
+                channel=channel,
+                version=vid,
+                previous=previous,
+                detail={"reason": reason, **dict(detail or {})},
+            )
         return vid
 
     def rollback(
@@ -598,8 +625,14 @@ class Registry:
                 "UPDATE channels SET version=?, updated_at=? WHERE name=?",
                 (target, time.time(), channel),
             )
-            self._event(db, "rollback", channel=channel, version=target, previous=row[0],
-                        detail={"reason": reason, **dict(detail or {})})  # fmt: skip
+            self._event(
+                db,
+                "rollback",
+                channel=channel,
+                version=target,
+                previous=row[0],
+                detail={"reason": reason, **dict(detail or {})},
+            )
         return str(target)
 
     def pin(self, channel: str = "production", *, reason: str = "") -> None:
@@ -616,11 +649,22 @@ class Registry:
             if row is None:
                 raise RegistryError(f"no channel {channel!r}")
             db.execute("UPDATE channels SET pinned=? WHERE name=?", (int(pinned), channel))
-            self._event(db, "pin" if pinned else "unpin", channel=channel, version=row[0],
-                        detail={"reason": reason})  # fmt: skip
+            self._event(
+                db,
+                "pin" if pinned else "unpin",
+                channel=channel,
+                version=row[0],
+                detail={"reason": reason},
+            )
 
-    def record(self, action: str, *, version: str = "", channel: str = "",
-               detail: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    def record(
+        self,
+        action: str,
+        *,
+        version: str = "",
+        channel: str = "",
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
         """Append a custom event (a canary decision, a drift alert) to the audit log."""
         if not isinstance(action, str) or not action:
             raise ValueError(f"action must be a non-empty string, got {action!r}")
@@ -637,11 +681,17 @@ class Registry:
             rows = db.execute(query + " ORDER BY seq", args).fetchall()
         return [
             AuditEvent(
-                seq=int(r[0]), at=float(r[1]), action=r[2], channel=r[3], version=r[4],
-                previous=r[5], actor=r[6], detail=json.loads(r[7]),
+                seq=int(r[0]),
+                at=float(r[1]),
+                action=r[2],
+                channel=r[3],
+                version=r[4],
+                previous=r[5],
+                actor=r[6],
+                detail=json.loads(r[7]),
             )
             for r in rows
-        ]  # fmt: skip
+        ]
 
     # -- devices ---------------------------------------------------------------------
     def report_running(self, device_ids: Any, ref: str) -> None:
@@ -703,3 +753,90 @@ class Registry:
             for p in sorted(self.blobs.rglob("*"))
             if p.is_file() and (p.suffix == ".tmp" or p.stem not in used)
         ]
+
+
+class RegistryObserver:
+    """Registers the federation's global model every ``every`` committed rounds.
+
+    An :class:`~fedlab.federated.observers.Observer` (duck-typed: the registry does not
+    import the round engine). Each version's parent is the previous one it registered (or
+    ``parent``), with the rounds in between, the strategy, the config's seeds, the central
+    metrics, the federation's fingerprint, the privacy ledger's state when a ``tracker``
+    (:class:`~fedlab.privacy.PrivacyTracker`) is given, and :func:`code_version`.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        every: int = 1,
+        parent: str = "",
+        model_config: Mapping[str, Any] | None = None,
+        tracker: Any = None,
+        label: str = "round {round}",
+    ) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be an int >= 1, got {every!r}")
+        self.registry = registry
+        self.every = every
+        self.parent = registry.resolve(parent) if parent else ""
+        self.model_config = dict(model_config or {})
+        self.tracker = tracker
+        self.label = label
+        self._since = 0
+        self._code = code_version()
+        self.registered: list[ModelVersion] = []
+
+    def on_round_start(self, federation: Any, round_index: int, selected: Any) -> None:
+        """Nothing to do."""
+
+    def on_training_start(self, federation: Any, round_index: int, client_ids: Any) -> None:
+        """Nothing to do."""
+
+    def on_client_done(self, federation: Any, round_index: int, outcome: Any) -> None:
+        """Nothing to do."""
+
+    def on_round_end(self, federation: Any, result: Any) -> None:
+        """Register the committed model every ``every`` rounds."""
+        from fedlab.federated.strategies import strategy_to_dict
+        from fedlab.notebook import to_jsonable
+
+        self._since += 1
+        if federation.rounds_done % self.every:
+            return
+        dp: dict[str, Any] = {}
+        if self.tracker is not None and self.tracker.epsilons:
+            dp = {
+                "epsilon": self.tracker.epsilons[-1][1],
+                "delta": self.tracker.delta,
+                "rounds": self.tracker.epsilons[-1][0],
+                "statement": self.tracker.privacy_statement(),
+            }
+        provenance = Provenance(
+            parent=self.parent,
+            rounds=self._since,
+            strategy=to_jsonable(strategy_to_dict(federation.strategy)),
+            dp=to_jsonable(dp),
+            seeds={"federation": federation.config.seed},
+            code_version=self._code,
+            metrics=to_jsonable(
+                {
+                    "test_accuracy": result.test_accuracy,
+                    "test_loss": result.test_loss,
+                    "train_loss": result.train_loss,
+                }
+            ),
+            extra={
+                "fingerprint": federation.fingerprint(),
+                "rounds_done": federation.rounds_done,
+                "config": to_jsonable(federation.config.to_dict()),
+            },
+        )
+        version = self.registry.register(
+            federation.weights,
+            config=self.model_config,
+            provenance=provenance,
+            label=self.label.format(round=federation.rounds_done),
+        )
+        self.parent, self._since = version.id, 0
+        self.registered.append(version)

@@ -23,16 +23,17 @@ big model, so the demos and benchmarks here use:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from fedlab.data.arrays import LabeledArrays
 from fedlab.data.federated_dataset import ClientData, FederatedDataset
 from fedlab.federated.runtime_base import ClientFailure
-from fedlab.federated.types import ClientPlan, ClientUpdate, Weights
+from fedlab.federated.stages import StageContext
+from fedlab.federated.types import ClientPlan, ClientUpdate, Envelope, Weights
 
-__all__ = ["SensorFleet", "SoftmaxRuntime", "sensor_features"]
+__all__ = ["SensorFleet", "SignFlipAttack", "SoftmaxRuntime", "sensor_features"]
 
 NUM_FEATURES = 15
 
@@ -157,10 +158,9 @@ class SoftmaxRuntime:
 
 
 def _split(
-    arrays: LabeledArrays, num_devices: int, holdout: float, seed: int
+    arrays: LabeledArrays, feats: np.ndarray, num_devices: int, holdout: float, seed: int
 ) -> tuple[tuple[ClientData, ...], tuple[ClientData, ...]]:
-    assert arrays.groups is not None and arrays.time is not None
-    feats = sensor_features(arrays.x)
+    assert arrays.groups is not None
     train, held = [], []
     for d in range(num_devices):
         idx = np.flatnonzero(arrays.groups == d)
@@ -218,10 +218,16 @@ class SensorFleet:
         # copy to the other is an abrupt change, e.g. sensors re-mounted in maintenance.
         drifted = generate_sensor_fleet(cfg, drift=drift)
         assert clean.groups is not None
-        train_c, held_c = _split(clean, num_devices, holdout, seed)
-        train_d, held_d = _split(drifted, num_devices, holdout, seed)
-        is_test = np.flatnonzero(clean.groups >= num_devices)
-        test = LabeledArrays(sensor_features(clean.x[is_test]), clean.y[is_test], name="test")
+        # Features are standardised with constants from the clean training fleet, shipped
+        # with the model like a normalisation layer (drift then shows as a shift of them).
+        raw_c, raw_d = sensor_features(clean.x), sensor_features(drifted.x)
+        enrolled = clean.groups < num_devices
+        mu, sd = raw_c[enrolled].mean(axis=0), raw_c[enrolled].std(axis=0) + 1e-6
+        feats_c, feats_d = (raw_c - mu) / sd, (raw_d - mu) / sd
+        train_c, held_c = _split(clean, feats_c, num_devices, holdout, seed)
+        train_d, held_d = _split(drifted, feats_d, num_devices, holdout, seed)
+        is_test = np.flatnonzero(~enrolled)
+        test = LabeledArrays(feats_c[is_test], clean.y[is_test], name="test")
         reference = np.stack(
             [np.stack([c.x.mean(axis=0), c.x.std(axis=0) + 1e-3]) for c in train_c]
         )
@@ -265,8 +271,9 @@ class SensorFleet:
         losses, accs, shifts = [], [], []
         for d in devices:
             data = pool[d]
-            take = rng.choice(data.num_examples, size=min(windows, data.num_examples),
-                              replace=False)  # fmt: skip
+            take = rng.choice(
+                data.num_examples, size=min(windows, data.num_examples), replace=False
+            )
             x, y = data.x[take], data.y[take]
             m = runtime.evaluate(weights, x, y)
             losses.append(m["loss"])
@@ -278,3 +285,25 @@ class SensorFleet:
             "accuracy": float(np.mean(accs)),
             "input_shift": float(np.mean(shifts)),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class SignFlipAttack:
+    """A client stage playing poisoned devices: the updates of ``client_ids`` are multiplied
+    by ``scale`` (−10: sign-flipped and ten times longer) before they are sent."""
+
+    client_ids: frozenset[int]
+    scale: float = -10.0
+    name: str = "sign_flip_attack"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "client_ids", frozenset(int(c) for c in self.client_ids))
+        if not np.isfinite(self.scale):
+            raise ValueError(f"scale must be finite, got {self.scale!r}")
+
+    def apply(self, envelope: Envelope, context: StageContext) -> Envelope:
+        """Scale a malicious client's update; others pass unchanged."""
+        if envelope.client_id not in self.client_ids or isinstance(envelope.body, bytes):
+            return envelope
+        body = tuple((np.asarray(a) * self.scale).astype(np.float32) for a in envelope.body)
+        return replace(envelope, body=body)

@@ -216,8 +216,12 @@ def test_a_kill_during_a_write_leaves_no_half_version(tmp_path, stage) -> None:
     reg = Registry(tmp_path)
     keep = reg.register(weights(0), label="before")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), stage],
-                            stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILL_SCRIPT, str(tmp_path), stage],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "stalled"
     finally:
