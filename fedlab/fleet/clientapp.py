@@ -7,10 +7,17 @@ Start a device with (TLS and a registered node key; see ``fedlab-fleet``)::
         --node-config 'device-config="/etc/fedlab/device.json" client-id=3'
 
 ``device-config`` is the agent's ``device.json`` (kit, trusted key, local data, state);
-``client-id`` is the fedlab client this device is enrolled as. Every message is handled
-by a fresh ``flwr-clientapp`` process (Flower 1.23), so the agent is rebuilt per message:
-the kit's signature is verified, the local data loaded and the LiteRT model opened each
-time; what lasts between rounds is the agent's ``state_dir`` (checkpoint, last round).
+``client-id`` is the fedlab client this device is enrolled as; ``emulate-delay-s`` (default
+0) makes the device wait that long before training (a slow board, for drills and tests).
+
+The agent keeps its state per Flower run (``state_dir/run-<run id>``): its "task already
+answered" record is keyed by round and base model only, and every run starts from the
+kit's model, so a second run's round 0 would otherwise be refused as answered.
+
+Every message is handled by a fresh ``flwr-clientapp`` process (Flower 1.23), so the
+agent is rebuilt per message: the kit's signature is verified, the local data loaded and
+the LiteRT model opened each time; what lasts between rounds is the agent's
+``state_dir`` (checkpoint, last round).
 
 Imports Flower, numpy, cryptography and ai-edge-litert — never TensorFlow.
 """
@@ -20,6 +27,8 @@ from __future__ import annotations
 import os
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Error, Message
@@ -42,6 +51,11 @@ app = ClientApp()
 def node_settings(context: Context) -> tuple[str, int]:
     """``(device-config path, client id)`` from the SuperNode's ``--node-config``.
 
+    Parameters
+    ----------
+    context : flwr.app.Context
+        The message's context.
+
     Raises
     ------
     ValueError
@@ -55,6 +69,21 @@ def node_settings(context: Context) -> tuple[str, int]:
     if isinstance(cid, bool) or not isinstance(cid, int) or cid < 0:
         raise ValueError(f"--node-config needs client-id=<int >= 0>, got {cid!r}")
     return path, cid
+
+
+def _agent(context: Context, transport: InProcessTransport) -> DeviceAgent:
+    path, _ = node_settings(context)
+    config = DeviceConfig.load(path)
+    if config.state_dir:
+        config = replace(config, state_dir=str(Path(config.state_dir) / f"run-{context.run_id}"))
+    return DeviceAgent(config, transport)
+
+
+def _delay(context: Context) -> float:
+    value = context.node_config.get("emulate-delay-s", 0.0)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"--node-config emulate-delay-s must be a number >= 0, got {value!r}")
+    return float(value)
 
 
 def _facts(agent: DeviceAgent | None, client_id: int) -> dict[str, Any]:
@@ -78,8 +107,8 @@ def _facts(agent: DeviceAgent | None, client_id: int) -> dict[str, Any]:
 @app.query()
 def hello(msg: Message, context: Context) -> Message:
     """Say which client this node is (and what it runs)."""
-    path, cid = node_settings(context)
-    agent = DeviceAgent(DeviceConfig.load(path), InProcessTransport())
+    _, cid = node_settings(context)
+    agent = _agent(context, InProcessTransport())
     return Message(reply_content(None, _facts(agent, cid)), reply_to=msg)
 
 
@@ -87,9 +116,9 @@ def hello(msg: Message, context: Context) -> Message:
 def train(msg: Message, context: Context) -> Message:
     """Train the task in the message; reply with the encoded update envelope."""
     start = time.perf_counter()
-    path, cid = node_settings(context)
+    _, cid = node_settings(context)
     transport = InProcessTransport()
-    agent = DeviceAgent(DeviceConfig.load(path), transport)
+    agent = _agent(context, transport)
     try:
         task = decode_task(frame_of(msg))
     except (ProtocolError, ValueError) as exc:
@@ -99,6 +128,12 @@ def train(msg: Message, context: Context) -> Message:
             Error(REFUSED, f"task for client {task.client_id}, this node is client {cid}"),
             reply_to=msg,
         )
+    print(
+        f"fedlab-clientapp: client {cid} training round {task.round_index}",
+        file=sys.stderr,
+        flush=True,
+    )
+    time.sleep(_delay(context))
     transport.task = task
     try:
         done = agent.run_once()

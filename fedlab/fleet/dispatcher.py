@@ -252,12 +252,16 @@ class FlowerDispatcher:
             online = self.online()
             for cid in [c for c, info in self.nodes.items() if info.node_id not in online]:
                 del self.nodes[cid]  # offline: it is asked again when it (re)joins
+            self._asked &= online  # a node that left and rejoined (same id) is asked again
             new = sorted(online - self._asked)
             if new:
                 ttl = max(5.0, limit - time.monotonic())
                 msgs = [Message(hello_content(), n, "query", ttl=ttl) for n in new]
-                for reply, _ in self._collect(msgs, limit).values():
-                    node = int(reply.metadata.src_node_id)
+                ids, got = self._collect(msgs, limit)
+                asked = dict(zip(ids, new, strict=True))
+                for mid, (reply, _) in got.items():
+                    # an error reply may come from the SuperLink (src 1), not the node
+                    node = asked[mid]
                     if reply.has_error():
                         self.notes.append(f"node {node}: hello failed: {reply.error.reason}")
                         continue
@@ -295,10 +299,11 @@ class FlowerDispatcher:
         limit: float,
         *,
         gone: Callable[[set[int]], None] | None = None,
-    ) -> dict[str, tuple[Message, float]]:
+    ) -> tuple[list[str], dict[str, tuple[Message, float]]]:
         """Push ``messages``; pull replies until all are in or ``limit`` (monotonic).
-        Returns ``{sent message id: (reply, monotonic time it was pulled)}``; with ``gone``,
-        a message whose node left is not waited for (and ``gone`` is told its ids)."""
+        Returns the sent message ids (in order) and ``{sent id: (reply, monotonic time it
+        was pulled)}``; with ``gone``, a message whose node left is not waited for (and
+        ``gone`` is told its ids)."""
         messages = list(messages)
         ids = [str(i) for i in self.grid.push_messages(messages)]
         dst = {mid: int(m.metadata.dst_node_id) for mid, m in zip(ids, messages, strict=True)}
@@ -321,7 +326,7 @@ class FlowerDispatcher:
                     if not pending:
                         break
             time.sleep(self.poll_s)
-        return replies
+        return ids, replies
 
     # -- the round -------------------------------------------------------------------
     def dispatch(
@@ -359,12 +364,14 @@ class FlowerDispatcher:
         on_training_start(tuple(cid for cid, _ in sent))
         start = time.monotonic()
         replies: dict[str, tuple[Message, float]] = {}
+        mid_to_cid: dict[str, int] = {}
         if sent:
-            replies = self._collect([m for _, m in sent], start + timeout, gone=lambda _: None)
-        # Message ids are assigned at push; a reply names its sender node.
-        node_to_cid = {int(m.metadata.dst_node_id): cid for cid, m in sent}
-        for reply, pulled in replies.values():
-            cid = node_to_cid[int(reply.metadata.src_node_id)]
+            ids, replies = self._collect([m for _, m in sent], start + timeout, gone=lambda _: None)
+            # Message ids are assigned at push, in order. (An error reply may come from the
+            # SuperLink, not the node: map by the message it answers, not by its sender.)
+            mid_to_cid = {mid: cid for mid, (cid, _) in zip(ids, sent, strict=True)}
+        for mid, (reply, pulled) in replies.items():
+            cid = mid_to_cid[mid]
             elapsed = pulled - start
             if reply.has_error():
                 code, reason = int(reply.error.code), str(reply.error.reason)

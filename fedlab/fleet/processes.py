@@ -346,6 +346,7 @@ class LocalFleet:
         key: str | Path | None,
         clientappio_port: int,
         max_retries: int | None = None,
+        node_config: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """The ``flower-supernode`` command line of one device."""
         args = [str(self.bin / "flower-supernode")]
@@ -358,14 +359,15 @@ class LocalFleet:
             args += ["--auth-supernode-private-key", str(key)]
         if max_retries is not None:
             args += ["--max-retries", str(max_retries)]
-        node_config = f"device-config={json.dumps(str(device_config))} client-id={client_id}"
+        settings = {"device-config": str(device_config), "client-id": client_id}
+        settings.update(node_config or {})
         args += [
             "--superlink",
             f"{self.host}:{self.ports['fleet']}",
             "--clientappio-api-address",
             f"{self.host}:{clientappio_port}",
             "--node-config",
-            node_config,
+            run_config_arg(settings),
         ]
         return args
 
@@ -377,10 +379,12 @@ class LocalFleet:
         client_id: int,
         key: str | Path | None = None,
         max_retries: int | None = None,
+        node_config: Mapping[str, Any] | None = None,
         wait: bool = True,
     ) -> FleetProcess:
         """Start one device's SuperNode (``name`` names its log and ``FLWR_HOME``); with
-        ``wait``, until its ClientAppIo API is up (it has then connected, or is retrying)."""
+        ``wait``, until its ClientAppIo API is up (it has then connected, or is retrying).
+        ``node_config`` adds ``--node-config`` keys (e.g. ``emulate-delay-s``)."""
         port = free_port(self.host)
         args = self.supernode_args(
             device_config=device_config,
@@ -388,6 +392,7 @@ class LocalFleet:
             key=key,
             clientappio_port=port,
             max_retries=max_retries,
+            node_config=node_config,
         )
         n = sum(p.name.split("#")[0] == name for p in self.processes)
         proc = self._start(f"{name}#{n}", args, self.work / f"home-{name}")
