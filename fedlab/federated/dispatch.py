@@ -17,7 +17,8 @@ arrived, or why nothing usable came back.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -26,6 +27,7 @@ import numpy as np
 from fedlab.codec import ModelDelta
 from fedlab.data.federated_dataset import FederatedDataset
 from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
+from fedlab.federated.scheduling import EnergyModel, UploadSchedule, plan_uploads
 from fedlab.federated.selection import ClientProfile, simulated_duration
 from fedlab.federated.stages import ClientStateStore, Pipeline, StageContext
 from fedlab.federated.types import ClientPlan, Envelope, Weights
@@ -91,12 +93,15 @@ class Dispatched:
     bytes_down : int, optional
         Bytes really sent to the clients, when the dispatcher knows (frames, delta-encoded
         models); by default the round counts the raw model once per invited client.
+    energy_j : mapping, optional
+        Simulated energy each invited device spent this round (joules), when known.
     """
 
     reports: tuple[Report, ...]
     runtime: str = ""
     expect_headers: Mapping[str, Any] = field(default_factory=dict)
     bytes_down: int | None = None
+    energy_j: Mapping[int, float] = field(default_factory=dict)
 
 
 class Dispatcher(Protocol):
@@ -156,6 +161,16 @@ class SimulatedDispatcher:
         :attr:`Dispatched.bytes_down` (dropped clients are taken to have gone offline
         before the download and are not counted). ``None`` (default): every invited
         client downloads the dense model.
+    schedule : UploadSchedule, optional
+        Upload windows and a cap on concurrent uploads
+        (:mod:`fedlab.federated.scheduling`): a trained client's upload waits for its
+        profile's next window and a free slot, on a simulated clock that starts at
+        ``schedule.start_hour`` and advances by each round's duration. ``None`` (default):
+        uploads start as soon as training ends, no cap.
+
+    Every round the simulated energy of each invited device is computed
+    (``schedule.energy``, or the default :class:`EnergyModel`): it is in
+    :attr:`Dispatched.energy_j` and :attr:`energy_log`; it changes nothing else.
     """
 
     def __init__(
@@ -168,6 +183,7 @@ class SimulatedDispatcher:
         dropout_rate: float = 0.0,
         seconds_per_example: float = 0.0,
         downlink: ModelDelta | None = None,
+        schedule: UploadSchedule | None = None,
     ) -> None:
         if len(profiles) != data.num_clients:
             raise ValueError(f"got {len(profiles)} profiles for {data.num_clients} clients")
@@ -185,9 +201,34 @@ class SimulatedDispatcher:
         self.profiles = tuple(profiles)
         self.dropout_rate = dropout_rate
         self.seconds_per_example = seconds_per_example
+        if schedule is not None and not isinstance(schedule, UploadSchedule):
+            raise TypeError(f"schedule must be an UploadSchedule or None, got {schedule!r}")
         self.downlink = downlink
+        self.schedule = schedule
+        self.energy_model = schedule.energy if schedule is not None else EnergyModel()
+        self.energy_log: list[tuple[int, dict[int, float]]] = []
         self._stores: dict[int, ClientStateStore] = {}
         self._held: dict[int, Weights] = {}
+        self._clock_s = self._start_clock()
+
+    def _start_clock(self) -> float:
+        return 0.0 if self.schedule is None else 3600.0 * self.schedule.start_hour
+
+    @property
+    def clock_s(self) -> float:
+        """Simulated seconds since midnight of day 0 at the opening of the next round."""
+        return self._clock_s
+
+    def eligible_now(self, client_id: int) -> bool:
+        """Whether the device may upload at the simulated clock (always without a schedule)."""
+        avail = self.profiles[client_id].availability
+        if self.schedule is None or avail is None:
+            return True
+        return self.schedule.eligible(avail, self._clock_s)
+
+    def _on_wifi(self, client_id: int, t_s: float) -> bool:
+        avail = self.profiles[client_id].availability
+        return avail is None or avail.wifi.contains(t_s)
 
     @property
     def num_clients(self) -> int:
@@ -214,15 +255,17 @@ class SimulatedDispatcher:
         """Forget every client's stage state and held model (a fresh fleet)."""
         self._stores.clear()
         self._held.clear()
+        self.energy_log.clear()
+        self._clock_s = self._start_clock()
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """The client-side state as flat ``{key: array}`` (``.npz``-ready, no pickles).
 
-        Keys: ``client/<id>/<stage>`` (uint8 bytes of each stateful stage's state) and,
-        with a downlink, ``held/<id>`` (index of the model the device holds) and
-        ``model/<k>/<i>`` (tensor ``i`` of distinct held model ``k``).
+        Keys: ``clock`` (the simulated clock), ``client/<id>/<stage>`` (uint8 bytes of
+        each stateful stage's state) and, with a downlink, ``held/<id>`` (index of the
+        model the device holds) and ``model/<k>/<i>`` (tensor ``i`` of distinct held model ``k``).
         """
-        out: dict[str, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {"clock": np.array(self._clock_s, np.float64)}
         for cid, store in sorted(self._stores.items()):
             for name, blob in store.state_dict(self.pipeline.client).items():
                 out[f"client/{cid}/{name}"] = np.frombuffer(blob, np.uint8).copy()
@@ -241,6 +284,7 @@ class SimulatedDispatcher:
         blobs: dict[int, dict[str, bytes]] = {}
         models: dict[int, dict[int, np.ndarray]] = {}
         held_index: dict[int, int] = {}
+        clock = self._clock_s
         for key, value in state.items():
             parts = key.split("/")
             try:
@@ -252,6 +296,10 @@ class SimulatedDispatcher:
                     models.setdefault(int(parts[1]), {})[int(parts[2])] = np.asarray(value)
                 elif parts[0] == "held" and len(parts) == 2:
                     held_index[int(parts[1])] = int(np.asarray(value))
+                elif key == "clock":
+                    clock = float(np.asarray(value))
+                    if not math.isfinite(clock) or clock < 0:
+                        raise ValueError(f"clock {clock!r}")
                 else:
                     raise ValueError("unknown key")
             except (ValueError, TypeError) as exc:
@@ -272,6 +320,7 @@ class SimulatedDispatcher:
             stores[cid] = store
         self._stores = stores
         self._held = {cid: built[k] for cid, k in held_index.items()}
+        self._clock_s = clock
 
     def _downloads(self, tasks: RoundTasks, receivers: Sequence[int]) -> dict[int, int]:
         """Bytes each receiver downloads this round (and record what it now holds)."""
@@ -352,7 +401,9 @@ class SimulatedDispatcher:
         if len(results) != len(jobs):
             raise RuntimeError(f"runtime returned {len(results)} results for {len(jobs)} jobs")
         stateful = self.pipeline.stateful
-        for (client, plan), trained in zip(jobs, results, strict=True):
+        arrived: list[tuple[int, Envelope, tuple[tuple[str, int], ...], float]] = []
+        examples = {c.client_id: p.epochs * c.num_examples for c, p in jobs}
+        for (client, _), trained in zip(jobs, results, strict=True):
             cid = client.client_id
             if isinstance(trained, ClientFailure):
                 reports[cid] = Report(cid, "failed", detail=trained.error)
@@ -368,11 +419,26 @@ class SimulatedDispatcher:
                 continue
             duration = simulated_duration(
                 self.profiles[cid],
-                examples_processed=plan.epochs * client.num_examples,
+                examples_processed=examples[cid],
                 seconds_per_example=self.seconds_per_example,
                 bytes_down=down[cid],
                 bytes_up=envelope.nbytes,
             )
+            arrived.append((cid, envelope, sizes, duration))
+        upload_start = self._schedule_uploads(tasks, arrived, examples, down)
+        for cid, envelope, sizes, duration in arrived:
+            client = self.data.clients[cid]
+            if cid in upload_start:
+                start, duration = upload_start[cid]
+                if start is None:
+                    reports[cid] = Report(
+                        cid,
+                        "straggler",
+                        duration_s=duration,
+                        num_examples=client.num_examples,
+                        detail="no upload window within the schedule's max_wait_s",
+                    )
+                    continue
             if deadline is not None and duration > deadline:
                 reports[cid] = Report(
                     cid,
@@ -385,6 +451,10 @@ class SimulatedDispatcher:
             reports[cid] = Report(
                 cid, "reported", envelope, duration, client.num_examples, stage_bytes=sizes
             )
+        sent = {cid: envelope.nbytes for cid, envelope, _, _ in arrived}
+        energy = self._energy(tasks, examples, sent, down, upload_start)
+        self.energy_log.append((tasks.round_index, energy))
+        self._advance_clock(reports.values(), deadline)
         note = getattr(self.runtime, "last_run", None)
         if not jobs:
             runtime = ""
@@ -396,4 +466,81 @@ class SimulatedDispatcher:
             tuple(reports[p.client_id] for p in tasks.plans),
             runtime,
             bytes_down=None if self.downlink is None else int(sum(down.values())),
+            energy_j=energy,
         )
+
+    def _schedule_uploads(
+        self,
+        tasks: RoundTasks,
+        arrived: Sequence[tuple[int, Envelope, Any, float]],
+        examples: Mapping[int, int],
+        down: Mapping[int, int],
+    ) -> dict[int, tuple[float | None, float]]:
+        """With a schedule: each arrived update's upload start (absolute seconds, None if it
+        found no window) and its arrival after the round opened; ``{}`` without one."""
+        schedule = self.schedule
+        if schedule is None:
+            return {}
+        out: dict[int, tuple[float | None, float]] = {}
+        queue = []
+        ready_at: dict[int, float] = {}
+        unscheduled = {cid: duration for cid, _, _, duration in arrived}
+        for cid, envelope, _, _ in arrived:
+            profile = self.profiles[cid]
+            ready = self._clock_s + simulated_duration(
+                profile,
+                examples_processed=examples[cid],
+                seconds_per_example=self.seconds_per_example,
+                bytes_down=down[cid],
+                bytes_up=0,
+            )
+            ready_at[cid] = ready
+            avail = profile.availability
+            opens = ready if avail is None else schedule.next_window(avail, ready)
+            if opens is None:
+                out[cid] = (None, ready - self._clock_s)
+                continue
+            queue.append((cid, opens, 8 * envelope.nbytes / profile.uplink_bps))
+        for cid, (start, end) in plan_uploads(queue, schedule.max_concurrent_uploads).items():
+            # An upload that did not wait keeps the unscheduled duration bit for bit.
+            waited = start != ready_at[cid]
+            out[cid] = (start, end - self._clock_s if waited else unscheduled[cid])
+        return out
+
+    def _energy(
+        self,
+        tasks: RoundTasks,
+        trained: Mapping[int, int],
+        sent: Mapping[int, int],
+        down: Mapping[int, int],
+        upload_start: Mapping[int, tuple[float | None, float]],
+    ) -> dict[int, float]:
+        """Joules each invited device spent: download, training (``trained``: example-epochs
+        of those that trained), upload (``sent``: bytes of those whose client stages
+        succeeded, late or not; none for an upload that found no window)."""
+        model = self.energy_model
+        out: dict[int, float] = {}
+        for plan in tasks.plans:
+            cid = plan.client_id
+            if cid not in down:  # dropped before the download
+                out[cid] = 0.0
+                continue
+            joules = model.radio(down[cid], self._on_wifi(cid, self._clock_s))
+            if cid in trained:
+                joules += model.joules_per_example * trained[cid] / self.profiles[cid].compute_speed
+            start = upload_start.get(cid, (self._clock_s, 0.0))[0]
+            if cid in sent and start is not None:
+                joules += model.radio(sent[cid], self._on_wifi(cid, start))
+            out[cid] = joules
+        return out
+
+    def _advance_clock(self, reports: Iterable[Report], deadline: float | None) -> None:
+        """The next round opens when this one closes: its last arrival, or the deadline
+        when someone was late (over-selection closing earlier is not seen here)."""
+        reports = list(reports)
+        used = [r.duration_s for r in reports if r.status == "reported"]
+        late = any(r.status == "straggler" for r in reports)
+        elapsed = max(used, default=0.0)
+        if late and deadline is not None:
+            elapsed = max(elapsed, deadline)
+        self._clock_s += elapsed

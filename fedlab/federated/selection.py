@@ -8,6 +8,8 @@ from typing import Protocol
 
 import numpy as np
 
+from fedlab.federated.scheduling import Availability
+
 __all__ = [
     "AdaptiveEpochs",
     "ClientProfile",
@@ -94,17 +96,24 @@ class PoissonSampler:
 
 @dataclass(frozen=True, slots=True)
 class ClientProfile:
-    """A device's speed: relative compute speed (1.0 = reference device) and link rates."""
+    """A device's speed: relative compute speed (1.0 = reference device) and link rates;
+    optionally its daily :class:`~fedlab.federated.scheduling.Availability` (charging,
+    Wi-Fi, battery) for upload scheduling (``None``: always available)."""
 
     compute_speed: float = 1.0
     uplink_bps: float = 1e6
     downlink_bps: float = 4e6
+    availability: Availability | None = None
 
     def __post_init__(self) -> None:
         for name in ("compute_speed", "uplink_bps", "downlink_bps"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value > 0):
                 raise ValueError(f"{name} must be finite and > 0, got {value!r}")
+        if self.availability is not None and not isinstance(self.availability, Availability):
+            raise TypeError(
+                f"availability must be an Availability or None, got {self.availability!r}"
+            )
 
 
 def sample_profiles(
