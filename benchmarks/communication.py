@@ -452,16 +452,26 @@ def verdict(out: dict[str, Any]) -> dict[str, Any]:
     """The issue's targets against the measurements."""
     runs = out.get("accuracy", {}).get("runs", {})
 
-    def best(max_loss: float) -> tuple[str, float] | None:
+    codec_rows = out["bytes"]["codecs"]
+
+    def cheap(name: str) -> bool:
+        row = codec_rows[name]
+        return (
+            max(
+                row["fraction_of_client_compute_reference"], row["fraction_of_client_cpu_reference"]
+            )
+            <= 0.05
+        )
+
+    def best(max_loss: float, within_cost: bool = False) -> tuple[str, float] | None:
         ok = [
             (n, r["ratio_vs_dense_float32"])
             for n, r in runs.items()
             if "accuracy_loss_points_final" in r
             and max(r["accuracy_loss_points_final"], r["accuracy_loss_points_last_5"]) <= max_loss
+            and (not within_cost or cheap(n))
         ]
         return max(ok, key=lambda item: item[1]) if ok else None
-
-    codec_rows = out["bytes"]["codecs"]
 
     def with_cost(pick: tuple[str, float] | None) -> dict[str, Any] | None:
         if pick is None:
@@ -484,7 +494,10 @@ def verdict(out: dict[str, Any]) -> dict[str, Any]:
         if max(r["fraction_of_client_compute_reference"], r["fraction_of_client_cpu_reference"])
         <= 0.05
     )
+    one_cheap, three_cheap = with_cost(best(1.0, True)), with_cost(best(3.0, True))
     return {
+        "best_within_1_point_and_5_percent_cost": one_cheap,
+        "best_within_3_points_and_5_percent_cost": three_cheap,
         "best_within_1_point": one,
         "target_30x_within_1_point_met": bool(one and one["ratio_vs_dense_float32"] >= 30),
         "best_within_3_points": three,
