@@ -17,6 +17,10 @@ from typing import Any
 import pytest
 
 from fedlab.runbook import NotebookRun, discover_notebooks, execute_notebook
+from tests.notebooks.communication_checks import (
+    check_communication,
+    check_exercises_communication,
+)
 
 NOTEBOOKS = discover_notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -219,6 +223,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "00_quickstart": check_quickstart,
     "04_privacy_accounting": check_privacy,
     "06_secure_aggregation": check_secure_aggregation,
+    "07_communication": check_communication,
 }
 
 
@@ -337,6 +342,7 @@ EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "03_live_federated_rounds": check_exercises_live_rounds,
     "04_privacy_accounting": check_exercises_privacy,
     "06_secure_aggregation": check_exercises_secure_aggregation,
+    "07_communication": check_exercises_communication,
 }
 
 
