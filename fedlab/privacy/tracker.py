@@ -31,6 +31,39 @@ def _dp_parameters(federation: Federation) -> tuple[float, Any]:
     return float(z), strategy.mechanism_event()  # type: ignore[attr-defined]
 
 
+def _check_client_clipping(federation: Federation) -> None:
+    """Under secure aggregation the server never sees an update to clip: the accounting
+    holds only if every client clips to at most the strategy's C before it masks."""
+    from fedlab.federated.stages import ClipUpdate
+
+    clip = getattr(federation.strategy, "clip_norm", None)
+    if getattr(federation.strategy, "adaptive", False) or clip is None:
+        raise ValueError(
+            "with secure aggregation the DP strategy must use a fixed clip_norm (adaptive "
+            "clipping needs each client's clipped bit, which the sum hides)"
+        )
+    clips = [s.clip_norm for s in federation.pipeline.client if isinstance(s, ClipUpdate)]
+    if not clips or min(clips) > clip:
+        raise ValueError(
+            "with secure aggregation the server cannot clip: the pipeline needs a client "
+            f"stage ClipUpdate(clip_norm <= {clip:g}) so that the sensitivity the accounting "
+            f"assumes holds (client stages now: {[s.name for s in federation.pipeline.client]})"
+        )
+
+
+def _trust_model(federation: Federation) -> str:
+    if federation.secure_aggregation is not None:
+        return (
+            "trust model: each client clips its own update before secure aggregation; the "
+            "server only ever unmasks the sum of the clipped updates and is trusted to add "
+            "the noise to it (it sees that un-noised sum, never an individual update)."
+        )
+    return (
+        "trust model: the server sees every client's update and is trusted to clip each "
+        "one, add the noise and release only the noised aggregate (central DP)."
+    )
+
+
 def _dp_rounds(federation: Federation) -> int:
     """Rounds the federation's current DP strategy has aggregated (its state's counter)."""
     state = federation._strategy_state  # the tracker reads, never writes, the server state
@@ -124,6 +157,8 @@ class PrivacyTracker(Observer):
                 "more rounds than the accounted sampling probability; set over_selection=0 "
                 "for a private federation"
             )
+        if federation.secure_aggregation is not None:
+            _check_client_clipping(federation)
 
     def attach(self, federation: Federation) -> PrivacyTracker:
         """Subscribe to ``federation`` (as observer and guard), replaying its history.
@@ -158,7 +193,7 @@ class PrivacyTracker(Observer):
         self.ledger.record_round(noise_multiplier=z, cohort=cohort, mechanism=mechanism, q=q)
         describe = getattr(federation.strategy, "describe", None)
         if callable(describe):
-            self.notes = tuple(describe())
+            self.notes = (*describe(), _trust_model(federation))
         self.epsilons.append((result.round_index, self.ledger.epsilon("rdp")))
 
     def _cohort(self, federation: Federation) -> tuple[int, float | None]:

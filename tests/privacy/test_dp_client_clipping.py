@@ -80,3 +80,48 @@ def test_a_sum_that_was_not_clipped_weighted_sums_and_adaptive_clipping_are_refu
         )
     with pytest.raises(TypeError, match="adds noise while reducing"):
         dp.server_step(w, w, dp.init_state(w))
+
+
+def _secure_dp_federation(client_stages):
+    from fedlab.federated import Federation, Pipeline
+    from fedlab.federated.secure_stage import SecureAggregation
+    from fedlab.secure import SecAggConfig
+    from tests.federated.test_dispatch import CFG, NumpyRuntime, tiny_fleet
+
+    secagg = SecAggConfig(threshold=3, clip=4.0, max_examples=32, ring_bits=64, weighted=False)
+    return Federation(
+        data=tiny_fleet(),
+        runtime=NumpyRuntime(),
+        config=CFG,
+        strategy=DPFedAvg(noise_multiplier=1.0, clip_norm=0.5, expected_clients=6),
+        pipeline=Pipeline(client=client_stages),
+        secure_aggregation=SecureAggregation(secagg),
+    )
+
+
+def test_under_secure_aggregation_the_ledger_requires_client_clipping() -> None:
+    """The server cannot clip what it never sees: without a client ClipUpdate at most C the
+    accounted sensitivity would be a lie, so the tracker refuses to attach (or to run)."""
+    from fedlab.federated.stages import ClipUpdate
+    from fedlab.privacy import PrivacyTracker
+
+    for stages in ((), (ClipUpdate(2.0),)):
+        fed = _secure_dp_federation(stages)
+        with pytest.raises(
+            ValueError, match=r"needs a client stage ClipUpdate\(clip_norm <= 0.5\)"
+        ):
+            PrivacyTracker(population=12, delta=1e-5).attach(fed)
+    fed = _secure_dp_federation((ClipUpdate(0.5),))
+    tracker = PrivacyTracker(population=12, delta=1e-5).attach(fed)
+    fed.run(2)
+    assert all(not r.aggregation_failure for r in fed.history)
+    statement = tracker.privacy_statement()
+    assert "each client clips its own update before secure aggregation" in statement
+    assert tracker.ledger.epsilon() > 0
+    # the same ledger as server-side clipping: same z, cohort, population → same ε
+    plain = _secure_dp_federation((ClipUpdate(0.5),))
+    plain.secure_aggregation = None
+    central = PrivacyTracker(population=12, delta=1e-5).attach(plain)
+    plain.run(2)
+    assert central.ledger.epsilon() == pytest.approx(tracker.ledger.epsilon())
+    assert "central DP" in central.privacy_statement()
