@@ -22,7 +22,7 @@ import json
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class FederationState:
     strategy_state: dict[str, Weights]
     history: list[dict[str, Any]]
     fingerprint: str
+    #: The dispatcher's client-side state (codec residuals, models the devices hold, the
+    #: simulated clock): ``{key: array}``, empty when it keeps none.
+    dispatcher_state: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -95,6 +98,7 @@ def save_checkpoint(folder: str | Path, state: FederationState, *, keep: int = 2
         if "/" in slot:
             raise ValueError(f"strategy state slot names cannot contain '/', got {slot!r}")
         arrays.update({f"s/{slot}/{i}": t for i, t in enumerate(tensors)})
+    arrays.update({f"d/{key}": np.asarray(a) for key, a in state.dispatcher_state.items()})
     meta = {
         "format": FORMAT_VERSION,
         "rounds_done": state.rounds_done,
@@ -165,6 +169,9 @@ def load_checkpoint(path: str | Path) -> FederationState:
                 strategy_state=slots,
                 history=list(meta["history"]),
                 fingerprint=str(meta["fingerprint"]),
+                dispatcher_state={
+                    key[2:]: np.array(data[key]) for key in data.files if key.startswith("d/")
+                },
             )
     except CheckpointError:
         raise

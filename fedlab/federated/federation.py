@@ -275,6 +275,9 @@ class Federation:
         self._strategy_state = dict(self.strategy.init_state(self._weights))
         self._history = History()
         self._rounds_done = 0
+        forget = getattr(self.dispatcher, "reset", None)
+        if callable(forget):  # clients' state too (codec residuals…): a fresh start
+            forget()
 
     def update_config(self, config: FederationConfig) -> None:
         """Use ``config`` from the next round on (validated before anything changes)."""
@@ -337,7 +340,14 @@ class Federation:
             strategy_state={k: tuple(v) for k, v in self._strategy_state.items()},
             history=self._history.to_records(),
             fingerprint=self.fingerprint(),
+            dispatcher_state=self._dispatcher_state(),
         )
+
+    def _dispatcher_state(self) -> dict[str, np.ndarray]:
+        """What the dispatcher keeps between rounds for its clients (codec residuals, the
+        models devices hold, a simulated clock): part of an exact resume."""
+        state_dict = getattr(self.dispatcher, "state_dict", None)
+        return dict(state_dict()) if callable(state_dict) else {}
 
     def save_checkpoint(self, folder: str | Path | None = None) -> Path:
         """Write the current state atomically (to ``checkpoint_dir`` by default)."""
@@ -359,6 +369,18 @@ class Federation:
             )
         if tuple(w.shape for w in state.weights) != self._shapes:
             raise CheckpointError(f"checkpoint weights do not fit the model: {self._shapes}")
+        load = getattr(self.dispatcher, "load_state_dict", None)
+        if state.dispatcher_state and not callable(load):
+            raise CheckpointError(
+                f"checkpoint in {self.checkpoint_dir} holds client-side state "
+                f"({len(state.dispatcher_state)} entries) that this dispatcher "
+                f"({type(self.dispatcher).__name__}) cannot take"
+            )
+        if callable(load):
+            try:
+                load(state.dispatcher_state)  # checked before anything changes
+            except ValueError as exc:
+                raise CheckpointError(f"checkpoint's dispatcher state refused: {exc}") from exc
         self._weights = state.weights
         self._strategy_state = dict(state.strategy_state)
         self._history = History.from_records(state.history)
