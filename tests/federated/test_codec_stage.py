@@ -347,3 +347,43 @@ def test_stateless_encoding_draws_fresh_randomness_each_round() -> None:
 def test_replace_keeps_headers_with_the_codec_config() -> None:
     out = EncodeUpdate(Sign()).apply(replace(Envelope(1, 5, an_update(1).delta)), ctx())
     assert out.headers["codec"] == Sign().get_config()
+
+
+def test_the_device_side_of_a_codec_pipeline_runs_with_tensorflow_blocked(tmp_path) -> None:
+    """What a device agent calls: the pipeline's client stages with its state store,
+    persisted between rounds."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.codec.test_device_import import BLOCK_TF
+
+    use = f"""
+import numpy as np
+from pathlib import Path
+from fedlab.codec import ErrorFeedback, QSGD, TopK, Zlib, chain
+from fedlab.federated.codec_stage import EncodeUpdate
+from fedlab.federated.stages import ClientStateStore, Pipeline, StageContext
+from fedlab.federated.types import ClientUpdate
+pipe = Pipeline(client=(EncodeUpdate(ErrorFeedback(chain(TopK(0.2), QSGD(bits=4), Zlib()))),))
+path = Path({str(tmp_path / "state.bin")!r})
+for r in range(2):
+    if path.exists():
+        store = ClientStateStore.from_bytes(path.read_bytes(), pipe.client)
+    else:
+        store = ClientStateStore(7)
+    delta = (np.full((4, 3), 0.1 * (r + 1), np.float32), np.ones(3, np.float32))
+    update = ClientUpdate(7, delta, 5)
+    env = pipe.send(update, StageContext(round_index=r, weight_shapes=((4, 3), (3,))), store)
+    path.write_bytes(store.to_bytes(pipe.client))
+assert isinstance(env.body, bytes)
+assert store.get(pipe.client[0]).step == 2
+assert "tensorflow" not in sys.modules
+print("ok")
+"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_USE_LEGACY")}
+    out = subprocess.run(
+        [sys.executable, "-c", BLOCK_TF + use], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
