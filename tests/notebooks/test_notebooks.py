@@ -21,6 +21,10 @@ from tests.notebooks.communication_checks import (
     check_communication,
     check_exercises_communication,
 )
+from tests.notebooks.fleet_operations_checks import (
+    check_exercises_fleet_operations,
+    check_fleet_operations,
+)
 
 NOTEBOOKS = discover_notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -224,6 +228,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "04_privacy_accounting": check_privacy,
     "06_secure_aggregation": check_secure_aggregation,
     "07_communication": check_communication,
+    "08_fleet_operations": check_fleet_operations,
 }
 
 
@@ -343,6 +348,7 @@ EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "04_privacy_accounting": check_exercises_privacy,
     "06_secure_aggregation": check_exercises_secure_aggregation,
     "07_communication": check_exercises_communication,
+    "08_fleet_operations": check_exercises_fleet_operations,
 }
 
 
