@@ -20,6 +20,8 @@ SCRIPTS = {
     "fedlab-doctor": "fedlab.edge.doctor:main",
     "fedlab-bench": "fedlab.edge.bench:main",
     "fedlab-runbook": "fedlab.runbook:main",
+    "fedlab-fleet": "fedlab.fleet.cli:main",
+    "fedlab-superlink": "fedlab.fleet.cli:superlink_main",
 }
 BIN = Path(sys.executable).parent  # .venv/bin when run as `make test` does
 
