@@ -31,7 +31,16 @@ from typing import Any
 from fedlab.fleet.pki import ServerCerts, make_certs, make_node_key
 from fedlab.fleet.run import FleetRunSpec
 
-__all__ = ["DEVICE_SITE", "FleetProcess", "LocalFleet", "free_port", "run_config_arg", "write_app"]
+__all__ = [
+    "DEVICE_SITE",
+    "FleetProcess",
+    "LocalFleet",
+    "free_port",
+    "run_config_arg",
+    "superlink_command",
+    "supernode_command",
+    "write_app",
+]
 
 #: Folder whose ``sitecustomize`` blocks TensorFlow imports in Flower processes.
 DEVICE_SITE = Path(__file__).with_name("device_site")
@@ -120,6 +129,116 @@ address = "{control_address}"
 """
     )
     return app
+
+
+def superlink_command(
+    *,
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    certs: ServerCerts | None = None,
+    node_auth: bool = True,
+    database: str | Path | None = None,
+    bin_dir: str | Path | None = None,
+) -> list[str]:
+    """A ``flower-superlink`` command line with every API on ``host`` (Flower's default is
+    0.0.0.0), TLS from ``certs`` (``None``: ``--insecure``) and SuperNode authentication.
+
+    Parameters
+    ----------
+    host : str
+        Address of every API. The Fleet API (``fleet``) is what boards dial: bind it to the
+        interface they reach; ServerAppIo is plaintext in Flower 1.23 and stays on loopback.
+    ports : mapping, optional
+        ``fleet``, ``serverappio``, ``control`` (default 9092, 9091, 9093).
+    certs : ServerCerts, optional
+        TLS material (:func:`~fedlab.fleet.pki.make_certs`).
+    node_auth : bool
+        Only registered SuperNode keys connect (needs ``certs``).
+    database : path, optional
+        SQLite file that keeps runs and nodes across restarts.
+    bin_dir : path, optional
+        Folder of the Flower executables (default: this interpreter's).
+
+    Raises
+    ------
+    ValueError
+        ``node_auth`` without ``certs``.
+    """
+    if node_auth and certs is None:
+        raise ValueError("node_auth needs TLS certificates (Flower refuses it with --insecure)")
+    p = {"fleet": 9092, "serverappio": 9091, "control": 9093, **(ports or {})}
+    exe = Path(bin_dir) if bin_dir is not None else Path(sys.executable).parent
+    args = [str(exe / "flower-superlink")]
+    if certs is None:
+        args.append("--insecure")
+    else:
+        args += [
+            "--ssl-ca-certfile",
+            str(certs.ca_cert),
+            "--ssl-certfile",
+            str(certs.server_cert),
+            "--ssl-keyfile",
+            str(certs.server_key),
+        ]
+    if node_auth:
+        args.append("--enable-supernode-auth")
+    if database is not None:
+        args += ["--database", str(database)]
+    serverappio = host if host in ("127.0.0.1", "localhost", "::1") else "127.0.0.1"
+    args += [
+        "--fleet-api-address",
+        f"{host}:{p['fleet']}",
+        "--serverappio-api-address",
+        f"{serverappio}:{p['serverappio']}",
+        "--control-api-address",
+        f"{host}:{p['control']}",
+    ]
+    return args
+
+
+def supernode_command(
+    *,
+    superlink: str,
+    device_config: str | Path,
+    client_id: int,
+    ca_cert: str | Path | None,
+    key: str | Path | None = None,
+    clientappio: str = "127.0.0.1:9094",
+    max_retries: int | None = None,
+    node_config: Mapping[str, Any] | None = None,
+    bin_dir: str | Path | None = None,
+) -> list[str]:
+    """A device's ``flower-supernode`` command line: TLS with ``ca_cert`` (``None``:
+    ``--insecure``), its node key, its ClientAppIo API on loopback (plaintext in Flower
+    1.23), and ``--node-config`` naming its ``device.json`` and fedlab client id.
+
+    Raises
+    ------
+    ValueError
+        ``client_id`` is not an int >= 0, or ``superlink`` is not ``HOST:PORT``.
+    """
+    if isinstance(client_id, bool) or not isinstance(client_id, int) or client_id < 0:
+        raise ValueError(f"client_id must be an int >= 0, got {client_id!r}")
+    if not re.fullmatch(r"[^\s:]+:\d+", superlink):
+        raise ValueError(f"superlink must be HOST:PORT, got {superlink!r}")
+    exe = Path(bin_dir) if bin_dir is not None else Path(sys.executable).parent
+    args = [str(exe / "flower-supernode")]
+    args += ["--insecure"] if ca_cert is None else ["--root-certificates", str(ca_cert)]
+    if key is not None:
+        args += ["--auth-supernode-private-key", str(key)]
+    if max_retries is not None:
+        args += ["--max-retries", str(max_retries)]
+    settings: dict[str, Any] = {"device-config": str(device_config), "client-id": client_id}
+    settings.update(node_config or {})
+    args += [
+        "--superlink",
+        superlink,
+        "--clientappio-api-address",
+        clientappio,
+        "--node-config",
+        run_config_arg(settings),
+    ]
+    return args
 
 
 @dataclass
@@ -282,32 +401,14 @@ class LocalFleet:
     # -- SuperLink -------------------------------------------------------------------
     def superlink_args(self) -> list[str]:
         """The ``flower-superlink`` command line."""
-        p, h = self.ports, self.host
-        args = [str(self.bin / "flower-superlink")]
-        if self.certs is None:
-            args.append("--insecure")
-        else:
-            args += [
-                "--ssl-ca-certfile",
-                str(self.certs.ca_cert),
-                "--ssl-certfile",
-                str(self.certs.server_cert),
-                "--ssl-keyfile",
-                str(self.certs.server_key),
-            ]
-        if self.node_auth:
-            args.append("--enable-supernode-auth")
-        if self.database is not None:
-            args += ["--database", str(self.database)]
-        args += [
-            "--fleet-api-address",
-            f"{h}:{p['fleet']}",
-            "--serverappio-api-address",
-            f"{h}:{p['serverappio']}",
-            "--control-api-address",
-            f"{h}:{p['control']}",
-        ]
-        return args
+        return superlink_command(
+            host=self.host,
+            ports=self.ports,
+            certs=self.certs,
+            node_auth=self.node_auth,
+            database=self.database,
+            bin_dir=self.bin,
+        )
 
     def start_superlink(self) -> FleetProcess:
         """Start the SuperLink and wait until its Fleet and Control APIs accept connections."""
@@ -349,27 +450,17 @@ class LocalFleet:
         node_config: Mapping[str, Any] | None = None,
     ) -> list[str]:
         """The ``flower-supernode`` command line of one device."""
-        args = [str(self.bin / "flower-supernode")]
-        args += (
-            ["--insecure"]
-            if self.certs is None
-            else ["--root-certificates", str(self.certs.ca_cert)]
+        return supernode_command(
+            superlink=f"{self.host}:{self.ports['fleet']}",
+            ca_cert=self.certs.ca_cert if self.certs else None,
+            key=key,
+            device_config=device_config,
+            client_id=client_id,
+            clientappio=f"{self.host}:{clientappio_port}",
+            max_retries=max_retries,
+            node_config=node_config,
+            bin_dir=self.bin,
         )
-        if key is not None:
-            args += ["--auth-supernode-private-key", str(key)]
-        if max_retries is not None:
-            args += ["--max-retries", str(max_retries)]
-        settings = {"device-config": str(device_config), "client-id": client_id}
-        settings.update(node_config or {})
-        args += [
-            "--superlink",
-            f"{self.host}:{self.ports['fleet']}",
-            "--clientappio-api-address",
-            f"{self.host}:{clientappio_port}",
-            "--node-config",
-            run_config_arg(settings),
-        ]
-        return args
 
     def start_supernode(
         self,
