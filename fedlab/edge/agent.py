@@ -35,12 +35,15 @@ from typing import Any
 from fedlab.edge.config import ConfigError, DeviceConfig, resolve_device_id
 from fedlab.edge.coral import EdgeTPUUnavailable, EmbeddingBackbone, HeadTrainer
 from fedlab.edge.data import DataError, DataMissing, load_local_data
+from fedlab.edge.identity import device_key, public_key
 from fedlab.edge.manifest import KitVerificationError, Manifest, check_not_rollback, verify_kit
 from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
 from fedlab.edge.trainer import LiteRTTrainer
 from fedlab.edge.transport import FileTransport, Transport
 from fedlab.federated.types import ClientPlan
 from fedlab.protocol import RoundTask, UpdateEnvelope, encoded_size
+from fedlab.protocol.signing import sign_envelope
+from fedlab.secure.identity import DeviceIdentity
 
 __all__ = ["LAST_ROUND_FILE", "DeviceAgent", "main", "peak_rss_mb", "transport_from_config"]
 
@@ -97,6 +100,7 @@ class DeviceAgent:
                     f"field 'state_dir' {config.state_dir!r} is not writable by this user: {exc}"
                 ) from exc
         self.config = config = resolve_device_id(config)
+        self._key = device_key(config.state_dir) if config.sign_updates else None
         info = self.manifest.info
         kit_mode = info.get("mode")
         if kit_mode != config.mode:
@@ -177,6 +181,10 @@ class DeviceAgent:
         plan = ClientPlan(**task.client_plan_fields())
         update = self.trainer.train(task.weights, self.x, self.y, plan)
         envelope = UpdateEnvelope.from_client_update(update, task, device_id=self.config.device_id)
+        if self._key is not None:  # the client id is the one the server enrolled us under
+            envelope = sign_envelope(
+                envelope, DeviceIdentity.from_private_bytes(task.client_id, self._key)
+            )
         self.transport.submit(self.config.device_id, envelope)
         self.last_round = task.round_index
         self._last_task = (task.round_index, task.base_version)
@@ -231,6 +239,16 @@ def _start(config: DeviceConfig, *, loop: bool, interval: float) -> DeviceAgent:
             time.sleep(interval)
 
 
+def _enrol(config: DeviceConfig) -> int:
+    """Print ``{"device_id", "public_key"}`` (hex): what the server's registry enrols."""
+    if not config.state_dir:
+        raise ConfigError("--enrol needs 'state_dir' (the key and the device id are kept there)")
+    config = resolve_device_id(config)
+    key = public_key(device_key(config.state_dir))
+    print(json.dumps({"device_id": config.device_id, "public_key": key.hex()}), flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (see the module docstring)."""
     parser = argparse.ArgumentParser(
@@ -241,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="path of device.json")
     parser.add_argument("--loop", action="store_true", help="keep polling for tasks")
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between polls")
+    parser.add_argument(
+        "--enrol",
+        action="store_true",
+        help="print this device's id and public signing key (JSON) for the server, and exit",
+    )
     from fedlab.log import add_log_level_argument, configure_logging
 
     add_log_level_argument(parser)
@@ -248,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(args.log_level)
     try:
         config = DeviceConfig.load(args.config)
+        if args.enrol:
+            return _enrol(config)
         agent = _start(config, loop=args.loop, interval=args.interval)
     except ConfigError as exc:
         print(f"fedlab-agent: configuration error: {exc}", file=sys.stderr)

@@ -52,6 +52,10 @@ class DeviceConfig:
     csv_header : bool
         A CSV ``data_path`` starts with a header row (skipped). Without it every row must
         be numeric: a text row is an error, never silently dropped.
+    sign_updates : bool
+        Sign every update with the device's Ed25519 key (generated on the device at first
+        use and kept, 0600, in ``state_dir``; its public key is enrolled with the server:
+        ``python -m fedlab.edge.agent --config device.json --enrol`` prints it).
     """
 
     device_id: str
@@ -66,6 +70,7 @@ class DeviceConfig:
     threads: int = 1
     state_dir: str = ""
     csv_header: bool = False
+    sign_updates: bool = False
 
     def __post_init__(self) -> None:
         def fail(name: str, wanted: str) -> None:
@@ -92,6 +97,13 @@ class DeviceConfig:
             fail("threads", "an int >= 1")
         if not isinstance(self.csv_header, bool):
             fail("csv_header", "true or false")
+        if not isinstance(self.sign_updates, bool):
+            fail("sign_updates", "true or false")
+        if self.sign_updates and not self.state_dir:
+            raise ConfigError(
+                "field 'sign_updates' is true but 'state_dir' is empty: the device key is "
+                "kept in state_dir"
+            )
         t = self.transport
         if not isinstance(t, dict) or t.get("kind") not in TRANSPORTS:
             fail("transport", f"an object with 'kind' in {TRANSPORTS}")

@@ -30,12 +30,14 @@ from fedlab.federated.stages import UpdatePolicy
 from fedlab.federated.types import ClientUpdate, Envelope, UpdateRejected, is_int
 from fedlab.kits.builder import Kit
 from fedlab.protocol import RoundTask
+from fedlab.secure.identity import IdentityRegistry
 
 __all__ = [
     "AgentRun",
     "DeviceDispatcher",
     "EmulatedDevice",
     "EmulatedRound",
+    "enrol_devices",
     "make_emulated_devices",
     "run_agents",
     "run_emulated_round",
@@ -199,6 +201,37 @@ def run_agents(
             proc.kill()
             proc.communicate()
     return runs
+
+
+def enrol_devices(
+    devices: Sequence[EmulatedDevice], *, timeout_s: float = 120.0
+) -> IdentityRegistry:
+    """The server's registry of the devices' signing keys, client ``i`` = ``devices[i]``.
+
+    Each device prints its public key itself (``python -m fedlab.edge.agent --enrol``, in
+    its own process: the private key is generated there and never read here).
+
+    Raises
+    ------
+    RuntimeError
+        A device could not report its key (with its message).
+    """
+    registry = IdentityRegistry()
+    for cid, device in enumerate(devices):
+        proc = subprocess.run(
+            [*_agent_command(device), "--enrol"],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"{device.device_id}: --enrol failed: {proc.stderr.strip()}")
+        record = json.loads(proc.stdout.strip().splitlines()[-1])
+        if record["device_id"] != device.device_id:
+            raise RuntimeError(f"{device.device_id}: the device reports id {record['device_id']!r}")
+        registry.enrol(cid, bytes.fromhex(record["public_key"]))
+    return registry
 
 
 def run_emulated_round(

@@ -43,8 +43,10 @@ __all__ = [
 #: 64-bit Raspberry Pi OS Bookworm has (ai-edge-litert 2.3 ships manylinux_2_27 only).
 _GLIBC = ("2_17", "2_24", "2_26", "2_27", "2_28", "2_31", "2_34", "2_35", "2_36")
 PLATFORMS: dict[str, tuple[str, ...]] = {
-    machine: (f"manylinux2014_{machine.split('_', 1)[1]}",)
-    + tuple(f"manylinux_{g}_{machine.split('_', 1)[1]}" for g in _GLIBC)
+    machine: (
+        f"manylinux2014_{machine.split('_', 1)[1]}",
+        *(f"manylinux_{g}_{machine.split('_', 1)[1]}" for g in _GLIBC),
+    )
     for machine in ("linux_aarch64", "linux_x86_64")
 }
 INFO = "wheelhouse.json"

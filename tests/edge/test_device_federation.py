@@ -231,3 +231,42 @@ def test_per_device_tasks_take_precedence_and_are_withdrawn(tmp_path: Path) -> N
     with pytest.raises(ValueError, match="device_id"):
         exchange.publish(task(0, 0), device_id="../escape")
     assert encode(task(0, 0))  # the frame is the protocol's
+
+
+def test_devices_sign_their_updates_and_a_swapped_key_is_refused(kits, tmp_path: Path) -> None:
+    """Each device generates its key on first use (0600, in its state folder) and the
+    server enrols what ``--enrol`` prints; a device whose key changed after enrolment (a
+    cloned SD card, a replaced board) is refused as forged, the others are aggregated."""
+    import os
+    import stat
+
+    from fedlab.data import federated_digits
+    from fedlab.edge.identity import DEVICE_KEY_FILE
+    from fedlab.federated import Pipeline
+    from fedlab.federated.authenticate import VerifySignature
+    from fedlab.kits import enrol_devices
+
+    digits = federated_digits(num_clients=20, scheme="iid", seed=0)
+    devices = make_emulated_devices(
+        kits["pi"], digits.clients[:DEVICES], tmp_path, sign_updates=True
+    )
+    registry = enrol_devices(devices)
+    assert len(registry) == DEVICES
+    key_file = devices[0].folder / "state" / DEVICE_KEY_FILE
+    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
+    assert enrol_devices(devices).to_dict() == registry.to_dict()  # the key is kept
+    os.unlink(devices[2].folder / "state" / DEVICE_KEY_FILE)  # device 2 now makes a new key
+
+    version = kits["pi"].manifest.info["model"]["version"]
+    fed = Federation(
+        runtime=_runtime(),
+        dispatcher=DeviceDispatcher(devices, tmp_path / "exchange", model_version=version),
+        test=digits.test,
+        config=CONFIG,
+        pipeline=Pipeline(server=(VerifySignature(registry),)),
+    )
+    result = fed.run_round()
+    assert result.completed == (0, 1)
+    ((cid, reason),) = result.rejected
+    assert cid == 2 and "forged" in reason
+    assert dict(result.stage_rejections) == {"verify": 1}
