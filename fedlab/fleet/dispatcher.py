@@ -298,7 +298,7 @@ class FlowerDispatcher:
         messages: Iterable[Message],
         limit: float,
         *,
-        gone: Callable[[set[int]], None] | None = None,
+        gone: Callable[[set[str]], None] | None = None,
     ) -> tuple[list[str], dict[str, tuple[Message, float]]]:
         """Push ``messages``; pull replies until all are in or ``limit`` (monotonic).
         Returns the sent message ids (in order) and ``{sent id: (reply, monotonic time it
@@ -375,8 +375,11 @@ class FlowerDispatcher:
             elapsed = pulled - start
             if reply.has_error():
                 code, reason = int(reply.error.code), str(reply.error.reason)
-                status = "dropped" if code == ErrorCode.NODE_UNAVAILABLE else "failed"
-                reports[cid] = Report(cid, status, detail=f"Flower error {code}: {reason}")
+                detail = f"Flower error {code}: {reason}"
+                if code == ErrorCode.NODE_UNAVAILABLE:
+                    reports[cid] = Report(cid, "dropped", detail=detail)
+                else:
+                    reports[cid] = Report(cid, "failed", detail=detail)
                 continue
             try:
                 envelope = decode_envelope(frame_of(reply))

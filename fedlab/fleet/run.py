@@ -82,7 +82,13 @@ class FleetRunSpec:
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            kind = {"str": str, "int": int, "float": (int, float), "bool": bool}[str(f.type)]
+            kinds: dict[str, type | tuple[type, ...]] = {
+                "str": str,
+                "int": int,
+                "float": (int, float),
+                "bool": bool,
+            }
+            kind = kinds[str(f.type)]
             if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
                 raise TypeError(f"{f.name} must be {f.type}, got {value!r}")
         for name in ("kit_dir", "trusted_key", "out_dir"):
