@@ -31,6 +31,7 @@ def check_communication(results: dict[str, Any]) -> None:
     assert one["stage_bytes"]["update"] == 4 * one["params"] * one["completed"]
     _check_codec_rows(results["quickstart"], cfg["rounds"])
     _check_codec_rows(results["sensors"], cfg["sensor_rounds"])
+    check_gateways(results["gateways"], cfg["sensor_devices"])
     windows = {w["schedule"]: w for w in results["windows"]}
     plain = [w for name, w in windows.items() if "eligible first" not in name]
     # Upload windows change when updates arrive, not the model.
@@ -56,3 +57,13 @@ def check_exercises_communication(ex: dict[str, Any]) -> None:
     assert hours["1 at once"] >= hours["no cap"] > 0
     if ex["cheapest_to_target"] is not None:
         assert ex["cheapest_to_target"]["bytes"] > 0
+
+
+def check_gateways(rows: list[dict[str, Any]], num_devices: int) -> None:
+    flat, clear, secure = rows
+    assert flat["uploads to the server per round"] == num_devices
+    assert clear["uploads to the server per round"] == secure["uploads to the server per round"]
+    assert clear["uploads to the server per round"] < num_devices
+    assert clear["bytes to the server per round"] < flat["bytes to the server per round"]
+    # SecAgg+ inside each group sums what the gateway would have summed in the clear
+    assert abs(clear["final acc"] - secure["final acc"]) <= 0.02
