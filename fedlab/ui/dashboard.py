@@ -112,7 +112,7 @@ class FederationDashboard(Observer):
             raise TypeError(f"federation must be a Federation, got {type(federation).__name__}")
         if not refresh_interval >= 0:
             raise ValueError(f"refresh_interval must be >= 0, got {refresh_interval!r}")
-        population = federation.data.num_clients
+        population = federation.dispatcher.num_clients
         self.federation = federation
         self.refresh_interval = float(refresh_interval)
         self.export_dir = Path(export_dir)
@@ -142,7 +142,7 @@ class FederationDashboard(Observer):
 
     # -- widgets -------------------------------------------------------------------
     def _build_widgets(self, target_rounds: int) -> None:
-        s, population = self._settings, self.federation.data.num_clients
+        s, population = self._settings, self.federation.dispatcher.num_clients
         style = {"description_width": "150px"}
         wide = widgets.Layout(width="380px")
         self.clients_per_round = widgets.IntSlider(
@@ -343,7 +343,7 @@ class FederationDashboard(Observer):
 
             budget = float(self.epsilon_budget.value)
             self.tracker = PrivacyTracker(
-                population=fed.data.num_clients,
+                population=fed.dispatcher.num_clients,
                 delta=self.dp_delta,
                 budget_epsilon=budget if budget > 0 else None,
             ).attach(fed)

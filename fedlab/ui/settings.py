@@ -68,7 +68,7 @@ class DashboardSettings:
         noise = getattr(strategy, "noise_multiplier", None)
         name = _strategy_name(inner if noise is not None else strategy)
         return cls(
-            clients_per_round=cfg.cohort_size(federation.data.num_clients),
+            clients_per_round=cfg.cohort_size(federation.dispatcher.num_clients),
             local_epochs=cfg.local_epochs,
             client_lr=cfg.client_lr,
             dropout_rate=cfg.dropout_rate,
