@@ -44,6 +44,7 @@ __all__ = [
 
 #: Folder whose ``sitecustomize`` blocks TensorFlow imports in Flower processes.
 DEVICE_SITE = Path(__file__).with_name("device_site")
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 #: Name of the federation in the generated app's pyproject.
 FEDERATION = "fleet"
 
@@ -345,7 +346,9 @@ class LocalFleet:
     def env(self, home: Path | None = None) -> dict[str, str]:
         """Environment of a Flower process (venv ``bin`` first on PATH: children are
         started by name; its own ``FLWR_HOME``)."""
-        env = dict(os.environ)
+        # JPY_* makes rich (the flwr CLI's console) think it is in Jupyter and wrap its JSON
+        env = {k: v for k, v in os.environ.items() if not k.startswith("JPY_")}
+        env["NO_COLOR"] = "1"
         env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
         env["PYTHONUNBUFFERED"] = "1"
         if self.block_tensorflow:
@@ -392,7 +395,7 @@ class LocalFleet:
         return proc
 
     def _flwr_json(self, *args: str) -> dict[str, Any]:
-        out = self.flwr(*args, "--format", "json").stdout
+        out = _ANSI.sub("", self.flwr(*args, "--format", "json").stdout)
         start = out.find("{")
         if start < 0:
             raise RuntimeError(f"flwr {' '.join(args[:2])}: no JSON in {out!r}")
