@@ -25,6 +25,7 @@ from tests.notebooks.fleet_operations_checks import (
     check_exercises_fleet_operations,
     check_fleet_operations,
 )
+from tests.notebooks.real_fleet_checks import check_exercises_real_fleet, check_real_fleet
 
 NOTEBOOKS = discover_notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -226,6 +227,7 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "01_model_compression": check_compression,
     "00_quickstart": check_quickstart,
     "04_privacy_accounting": check_privacy,
+    "05_real_fleet": check_real_fleet,
     "06_secure_aggregation": check_secure_aggregation,
     "07_communication": check_communication,
     "08_fleet_operations": check_fleet_operations,
@@ -346,6 +348,7 @@ EXERCISES: dict[str, Callable[[dict[str, Any]], None]] = {
     "02_device_kits": check_exercises_device_kits,
     "03_live_federated_rounds": check_exercises_live_rounds,
     "04_privacy_accounting": check_exercises_privacy,
+    "05_real_fleet": check_exercises_real_fleet,
     "06_secure_aggregation": check_exercises_secure_aggregation,
     "07_communication": check_exercises_communication,
     "08_fleet_operations": check_exercises_fleet_operations,
