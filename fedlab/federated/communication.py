@@ -21,10 +21,11 @@ import numpy as np
 
 from fedlab.codec import Codec, ModelDelta
 from fedlab.federated.codec_stage import DecodeUpdate, EncodeUpdate
+from fedlab.federated.config import FederationConfig
 from fedlab.federated.dispatch import SimulatedDispatcher
 from fedlab.federated.federation import Federation
 from fedlab.federated.observers import Observer
-from fedlab.federated.selection import Sampler
+from fedlab.federated.selection import ClientProfile, Sampler
 from fedlab.federated.stages import Pipeline
 
 __all__ = ["codec_pipeline", "pareto_front", "rebuild_federation", "run_codecs"]
@@ -47,12 +48,18 @@ def rebuild_federation(
     downlink: ModelDelta | None = None,
     schedule: Any = None,
     sampler: Sampler | None = None,
+    profiles: Sequence[ClientProfile] | None = None,
+    config: FederationConfig | None = None,
     observers: Iterable[Observer] = (),
 ) -> Federation:
     """A fresh federation (round 0, initial model) like ``template`` — same data, client
     runtime, config, strategy, profiles and epoch policy — with the given pipeline
     (``template``'s by default), downlink delta, upload schedule
-    (:class:`~fedlab.federated.scheduling.UploadSchedule`) and sampler.
+    (:class:`~fedlab.federated.scheduling.UploadSchedule`), sampler, device profiles
+    (e.g. with availability traces) and config.
+
+    A sampler that needs the new federation's dispatcher (``EligibleFirstSampler``) is
+    set afterwards: ``fed.sampler = EligibleFirstSampler(fed.dispatcher)``.
 
     The runtime object is shared (client runtimes keep no state between rounds); the
     strategy is copied so that server-optimizer state is never shared.
@@ -62,26 +69,28 @@ def rebuild_federation(
     if template.data is None:
         raise ValueError("rebuild_federation needs a federation that holds its clients' data")
     pipe = pipeline if pipeline is not None else template.pipeline
+    devices = tuple(profiles) if profiles is not None else template.profiles
+    cfg = config if config is not None else template.config
     dispatcher = None
     if downlink is not None or schedule is not None:
         dispatcher = SimulatedDispatcher(
             data=template.data,
             runtime=template.runtime,
             pipeline=pipe,
-            profiles=template.profiles,
-            dropout_rate=template.config.dropout_rate,
-            seconds_per_example=template.config.seconds_per_example,
+            profiles=devices,
+            dropout_rate=cfg.dropout_rate,
+            seconds_per_example=cfg.seconds_per_example,
             downlink=downlink,
             schedule=schedule,
         )
     return Federation(
         data=template.data,
         runtime=template.runtime,
-        config=template.config,
+        config=cfg,
         strategy=copy.deepcopy(template.strategy),
         sampler=sampler if sampler is not None else template.sampler,
         pipeline=pipe,
-        profiles=template.profiles,
+        profiles=devices,
         epoch_policy=template.epoch_policy,
         observers=observers,
         dispatcher=dispatcher,
