@@ -6,8 +6,8 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -24,7 +24,7 @@ from fedlab.federated.checkpoint import (
     save_checkpoint,
 )
 from fedlab.federated.config import FederationConfig
-from fedlab.federated.dispatch import Dispatcher, RoundTasks, SimulatedDispatcher
+from fedlab.federated.dispatch import Dispatched, Dispatcher, RoundTasks, SimulatedDispatcher
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer
 from fedlab.federated.runtime_base import ClientRuntime
@@ -80,6 +80,17 @@ def _dataset_digest(data: FederatedDataset) -> str:
     for client in data.clients[:: max(1, data.num_clients // 64)]:
         h.update(np.ascontiguousarray(client.x[:4]).tobytes())
     return h.hexdigest()[:16]
+
+
+@dataclass(slots=True)
+class _Received:
+    """What the server holds after its pipeline, while one round is being aggregated."""
+
+    outcomes: dict[int, ClientOutcome] = field(default_factory=dict)
+    accepted: list[ClientUpdate] = field(default_factory=list)
+    bytes_up: int = 0
+    stage_bytes: dict[str, int] = field(default_factory=dict)
+    refusals: dict[str, int] = field(default_factory=dict)
 
 
 def _given_or(value: int | None, default: int) -> int:
@@ -408,18 +419,61 @@ class Federation:
         cfg, r = self.config, self._rounds_done
         errors: list[BaseException] = []
         rng = np.random.default_rng([cfg.seed, r, 0xF1])
-        dispatcher = self.dispatcher
-        population = dispatcher.num_clients
-        cohort = cfg.cohort_size(population)
-        invited = self.sampler.select(np.arange(population), cfg.selection_size(population), rng, r)
-        selected = tuple(int(c) for c in invited)
+        selected = self._select(rng, r)
+        self._notify(errors, "on_round_start", r, selected)
+        context = StageContext(round_index=r, weight_shapes=self._shapes, weights=self._weights)
+        tasks = RoundTasks(r, self._weights, self._plan(selected, r), cfg.deadline_s, context)
+        dispatched = self.dispatcher.dispatch(
+            tasks,
+            rng=rng,
+            on_training_start=lambda ids: self._notify(errors, "on_training_start", r, ids),
+        )
+        if len(dispatched.reports) != len(tasks.plans) or any(
+            rep.client_id != plan.client_id
+            for rep, plan in zip(dispatched.reports, tasks.plans, strict=True)
+        ):
+            raise RuntimeError("the dispatcher must return one report per task, in order")
+        got = self._receive(dispatched, context)
+        weights, state, failure = self._aggregate(r, got)
+        for cid in selected:
+            self._notify(errors, "on_client_done", r, got.outcomes[cid])
+        do_eval = evaluate if evaluate is not None else (r + 1) % cfg.eval_every == 0
+        metrics = {"loss": math.nan, "accuracy": math.nan}
+        if do_eval:
+            metrics = self.runtime.evaluate(
+                weights, self.test.x, self.test.y, batch_size=cfg.eval_batch_size
+            )
+        result = self._result(
+            tasks, dispatched, got, metrics, failure, wall_time_s=time.perf_counter() - start
+        )
+        # Commit: every change of state happens here, after all the work succeeded.
+        self._weights = weights
+        self._strategy_state = dict(state)
+        self._history = self._history.append(result)
+        self._rounds_done = r + 1
+        # Observers first: the round is released once committed, so whoever keeps books on
+        # releases (the privacy ledger) records it even if the checkpoint write fails below.
+        self._notify(errors, "on_round_end", result)
+        if self.checkpoint_dir is not None and self._rounds_done % self.checkpoint_every == 0:
+            self.save_checkpoint()
+        if errors:
+            raise errors[0]
+        return result
+
+    # -- the round's phases (each reads the federation, none changes it) --------------
+    def _select(self, rng: np.random.Generator, r: int) -> tuple[int, ...]:
+        population = self.dispatcher.num_clients
+        size = self.config.selection_size(population)
+        selected = tuple(int(c) for c in self.sampler.select(np.arange(population), size, rng, r))
         if len(set(selected)) != len(selected) or not all(0 <= c < population for c in selected):
             raise ValueError(f"sampler returned invalid client ids {selected}")
-        self._notify(errors, "on_round_start", r, selected)
+        return selected
 
-        # The server's plan for every invited client; where and how they run is the
-        # dispatcher's business (simulated here, devices or Flower elsewhere).
-        plans = tuple(
+    def _plan(self, selected: tuple[int, ...], r: int) -> tuple[ClientPlan, ...]:
+        """The server's plan for every invited client; where and how they run is the
+        dispatcher's business."""
+        cfg, dispatcher = self.config, self.dispatcher
+        return tuple(
             ClientPlan(
                 client_id=cid,
                 round_index=r,
@@ -440,19 +494,12 @@ class Federation:
             )
             for cid in selected
         )
-        context = StageContext(round_index=r, weight_shapes=self._shapes, weights=self._weights)
-        tasks = RoundTasks(r, self._weights, plans, cfg.deadline_s, context)
-        dispatched = dispatcher.dispatch(
-            tasks,
-            rng=rng,
-            on_training_start=lambda ids: self._notify(errors, "on_training_start", r, ids),
-        )
-        if len(dispatched.reports) != len(plans) or any(
-            rep.client_id != plan.client_id
-            for rep, plan in zip(dispatched.reports, plans, strict=True)
-        ):
-            raise RuntimeError("the dispatcher must return one report per task, in order")
-        outcomes: dict[int, ClientOutcome] = {}
+
+    def _receive(self, dispatched: Dispatched, context: StageContext) -> _Received:
+        """Close the cohort, then run the server pipeline on each envelope that made it."""
+        dispatcher = self.dispatcher
+        cohort = self.config.cohort_size(dispatcher.num_clients)
+        got = _Received()
         arrived: list[tuple[float, int, Envelope]] = []
         sizes = {rep.client_id: rep.stage_bytes for rep in dispatched.reports}
         for rep in dispatched.reports:
@@ -460,30 +507,25 @@ class Federation:
                 assert rep.envelope is not None
                 arrived.append((rep.duration_s, rep.client_id, rep.envelope))
             else:
-                outcomes[rep.client_id] = ClientOutcome(
+                got.outcomes[rep.client_id] = ClientOutcome(
                     rep.client_id, rep.status, rep.duration_s, rep.num_examples, rep.detail
                 )
-
         arrived.sort(key=lambda item: (item[0], item[1]))
         # With over-selection the server closes the round once the cohort has reported.
-        keep = cohort if cfg.over_selection > 0 else len(arrived)
+        keep = cohort if self.config.over_selection > 0 else len(arrived)
         for duration, cid, _ in arrived[keep:]:
-            outcomes[cid] = ClientOutcome(
+            got.outcomes[cid] = ClientOutcome(
                 cid,
                 "straggler",
                 duration,
                 dispatcher.enrolled_examples(cid),
                 f"cohort of {cohort} already complete",
             )
-        accepted: list[ClientUpdate] = []
-        bytes_up = 0
-        stage_bytes: dict[str, int] = {}
-        refusals: dict[str, int] = {}
         expect = dict(dispatched.expect_headers)
         for duration, cid, envelope in arrived[:keep]:
-            bytes_up += envelope.nbytes
+            got.bytes_up += envelope.nbytes
             for stage, n in sizes[cid]:
-                stage_bytes[stage] = stage_bytes.get(stage, 0) + n
+                got.stage_bytes[stage] = got.stage_bytes.get(stage, 0) + n
             # Each update is judged on its own (the pipeline's UpdatePolicy: this client's
             # id, its enrolled data size as the cap on num_examples, the norm bound, the
             # headers a wire dispatcher expects echoed): one malformed update is recorded as
@@ -498,47 +540,60 @@ class Federation:
                 update = self.pipeline.receive(envelope, own)
             except Exception as exc:
                 stage = (exc.stage if isinstance(exc, UpdateRejected) else "") or "error"
-                refusals[stage] = refusals.get(stage, 0) + 1
+                got.refusals[stage] = got.refusals.get(stage, 0) + 1
                 reason = str(exc) if isinstance(exc, UpdateRejected) else f"{exc!r}"
                 claimed = envelope.num_examples if is_int(envelope.num_examples) else 0
-                outcomes[cid] = ClientOutcome(cid, "rejected", duration, int(claimed), reason)
+                got.outcomes[cid] = ClientOutcome(cid, "rejected", duration, int(claimed), reason)
                 continue
-            accepted.append(update)
-            outcomes[cid] = ClientOutcome(cid, "completed", duration, update.num_examples)
+            got.accepted.append(update)
+            got.outcomes[cid] = ClientOutcome(cid, "completed", duration, update.num_examples)
+        return got
+
+    def _aggregate(self, r: int, got: _Received) -> tuple[Weights, StrategyState, str]:
+        """The next weights and server state (unchanged when nothing was accepted), and
+        why nothing was applied if secure aggregation aborted."""
         weights: Weights = self._weights
         state: StrategyState = self._strategy_state
-        failure = ""
-        if accepted and self.secure_aggregation is not None:
+        if got.accepted and self.secure_aggregation is not None:
             # A cohort stage: the server gets only the sum of the accepted updates.
-            summed = self.secure_aggregation.aggregate(r, accepted)
+            summed = self.secure_aggregation.aggregate(r, got.accepted)
             for cid, stage in summed.lost.items():
-                outcomes[cid] = ClientOutcome(
+                got.outcomes[cid] = ClientOutcome(
                     cid,
                     "dropped",
-                    outcomes[cid].duration_s,
+                    got.outcomes[cid].duration_s,
                     0,
                     f"secure aggregation: lost at {stage}",
                 )
-            accepted = [u for u in accepted if u.client_id not in summed.lost]
-            bytes_up = summed.upload_bytes
+            got.accepted = [u for u in got.accepted if u.client_id not in summed.lost]
+            got.bytes_up = summed.upload_bytes
             if summed.cohort is None:
-                failure = f"secure aggregation aborted ({summed.failure}): nothing applied"
-            else:
-                weights, state = self.strategy.aggregate_sum(weights, summed.cohort, state)
-        elif accepted:
-            weights, state = self.strategy.aggregate(weights, accepted, state)
-        for cid in selected:
-            self._notify(errors, "on_client_done", r, outcomes[cid])
+                return (
+                    weights,
+                    state,
+                    f"secure aggregation aborted ({summed.failure}): nothing applied",
+                )
+            weights, state = self.strategy.aggregate_sum(weights, summed.cohort, state)
+        elif got.accepted:
+            weights, state = self.strategy.aggregate(weights, got.accepted, state)
+        return weights, state, ""
 
-        do_eval = evaluate if evaluate is not None else (r + 1) % cfg.eval_every == 0
-        metrics = {"loss": math.nan, "accuracy": math.nan}
-        if do_eval:
-            metrics = self.runtime.evaluate(
-                weights, self.test.x, self.test.y, batch_size=cfg.eval_batch_size
-            )
-        counts = [u.num_examples for u in accepted]
-        losses = [float(u.metrics.get("train_loss", math.nan)) for u in accepted]
-        train_loss = float(np.average(losses, weights=counts)) if accepted else math.nan
+    def _result(
+        self,
+        tasks: RoundTasks,
+        dispatched: Dispatched,
+        got: _Received,
+        metrics: Mapping[str, float],
+        failure: str,
+        *,
+        wall_time_s: float,
+    ) -> RoundResult:
+        cfg, outcomes = self.config, got.outcomes
+        selected = tuple(p.client_id for p in tasks.plans)
+        cohort = cfg.cohort_size(self.dispatcher.num_clients)
+        counts = [u.num_examples for u in got.accepted]
+        losses = [float(u.metrics.get("train_loss", math.nan)) for u in got.accepted]
+        train_loss = float(np.average(losses, weights=counts)) if got.accepted else math.nan
         used = [
             outcomes[c].duration_s
             for c in selected
@@ -548,48 +603,34 @@ class Federation:
         sim_time = max(used, default=0.0)
         if late and cfg.deadline_s is not None and len(used) < cohort:
             sim_time = cfg.deadline_s  # the server waited until the deadline
-        by_status = {
-            s: tuple(c for c in selected if outcomes[c].status == s)
-            for s in ("completed", "dropped", "straggler")
-        }
-        result = RoundResult(
-            round_index=r,
+
+        def having(status: str) -> tuple[int, ...]:
+            return tuple(c for c in selected if outcomes[c].status == status)
+
+        def reasons(status: str) -> tuple[tuple[int, str], ...]:
+            return tuple((c, outcomes[c].detail) for c in having(status))
+
+        return RoundResult(
+            round_index=tasks.round_index,
             selected=selected,
-            completed=by_status["completed"],
-            dropped=by_status["dropped"],
-            stragglers=by_status["straggler"],
-            failed=tuple(
-                (c, outcomes[c].detail) for c in selected if outcomes[c].status == "failed"
-            ),
-            rejected=tuple(
-                (c, outcomes[c].detail) for c in selected if outcomes[c].status == "rejected"
-            ),
+            completed=having("completed"),
+            dropped=having("dropped"),
+            stragglers=having("straggler"),
+            failed=reasons("failed"),
+            rejected=reasons("rejected"),
             num_examples=int(sum(counts)),
             train_loss=train_loss,
             test_accuracy=float(metrics["accuracy"]),
             test_loss=float(metrics["loss"]),
-            bytes_up=bytes_up,
+            bytes_up=got.bytes_up,
             bytes_down=_given_or(dispatched.bytes_down, tasks.model_bytes * len(selected)),
             sim_time_s=float(sim_time),
-            wall_time_s=time.perf_counter() - start,
+            wall_time_s=wall_time_s,
             runtime=dispatched.runtime,
             aggregation_failure=failure,
-            stage_bytes=tuple(stage_bytes.items()),
-            stage_rejections=tuple(sorted(refusals.items())),
+            stage_bytes=tuple(got.stage_bytes.items()),
+            stage_rejections=tuple(sorted(got.refusals.items())),
         )
-        # Commit: every change of state happens here, after all the work succeeded.
-        self._weights = weights
-        self._strategy_state = dict(state)
-        self._history = self._history.append(result)
-        self._rounds_done = r + 1
-        # Observers first: the round is released once committed, so whoever keeps books on
-        # releases (the privacy ledger) records it even if the checkpoint write fails below.
-        self._notify(errors, "on_round_end", result)
-        if self.checkpoint_dir is not None and self._rounds_done % self.checkpoint_every == 0:
-            self.save_checkpoint()
-        if errors:
-            raise errors[0]
-        return result
 
     def run(self, rounds: int) -> History:
         """Run ``rounds`` more rounds; returns the whole history.
