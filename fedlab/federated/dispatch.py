@@ -261,11 +261,16 @@ class SimulatedDispatcher:
     def state_dict(self) -> dict[str, np.ndarray]:
         """The client-side state as flat ``{key: array}`` (``.npz``-ready, no pickles).
 
-        Keys: ``clock`` (the simulated clock), ``client/<id>/<stage>`` (uint8 bytes of
-        each stateful stage's state) and, with a downlink, ``held/<id>`` (index of the
-        model the device holds) and ``model/<k>/<i>`` (tensor ``i`` of distinct held model ``k``).
+        Keys: ``clock`` (the simulated clock, with a schedule), ``client/<id>/<stage>``
+        (uint8 bytes of each stateful stage's state) and, with a downlink, ``held/<id>``
+        (index of the model the device holds) and ``model/<k>/<i>`` (tensor ``i`` of
+        distinct held model ``k``).
         """
-        out: dict[str, np.ndarray] = {"clock": np.array(self._clock_s, np.float64)}
+        # Without a schedule the clock decides nothing: a plain run's state stays empty
+        # (its checkpoints then resume under any dispatcher, as before client state).
+        out: dict[str, np.ndarray] = {}
+        if self.schedule is not None:
+            out["clock"] = np.array(self._clock_s, np.float64)
         for cid, store in sorted(self._stores.items()):
             for name, blob in store.state_dict(self.pipeline.client).items():
                 out[f"client/{cid}/{name}"] = np.frombuffer(blob, np.uint8).copy()

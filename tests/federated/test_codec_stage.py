@@ -160,7 +160,7 @@ def test_a_client_store_round_trips_through_bytes_and_refuses_damage() -> None:
 
 
 def test_client_state_survives_checkpoint_and_resume_exactly(tmp_path) -> None:
-    """What Federation._state/_resume must carry: the dispatcher's state_dict."""
+    """Federation._state/_resume carry the dispatcher's state_dict: EF resumes exactly."""
     codec = ErrorFeedback(chain(TopK(0.2), QSGD(bits=4), Zlib()))
     straight = federation(codec_pipeline(codec))
     straight.run(4)
@@ -170,8 +170,9 @@ def test_client_state_survives_checkpoint_and_resume_exactly(tmp_path) -> None:
     saved = first.dispatcher.state_dict()
     assert all(v.dtype == np.uint8 for k, v in saved.items() if k.startswith("client/"))
     resumed = federation(codec_pipeline(codec), checkpoint_dir=tmp_path, resume=True)
-    assert resumed.rounds_done == 2
-    resumed.dispatcher.load_state_dict(saved)  # the lead wires this into _resume
+    assert resumed.rounds_done == 2  # the checkpoint carried the dispatcher's client state
+    again = resumed.dispatcher.state_dict()
+    assert again.keys() == saved.keys() and all(np.array_equal(again[k], saved[k]) for k in saved)
     resumed.run(2)
     for a, b in zip(resumed.weights, straight.weights, strict=True):
         assert a.tobytes() == b.tobytes()
@@ -190,6 +191,7 @@ def test_a_damaged_dispatcher_state_is_refused_and_changes_nothing() -> None:
     fed = federation(codec_pipeline(ErrorFeedback(Sign())))
     fed.run_round()
     good = fed.dispatcher.state_dict()
+    assert federation().dispatcher.state_dict() == {}  # a plain run keeps no client state
     before = {k: v.copy() for k, v in fed.dispatcher.state_dict().items()}
     key = next(k for k in good if k.startswith("client/"))
     for bad in ({**good, key: good[key][:-2]}, {**good, "client/99/encode": good[key]}):
