@@ -94,6 +94,8 @@ class TreeSampler:
                 total += int(st.get("VmRSS", "0 kB").split()[0])
                 hwm = int(st.get("VmHWM", "0 kB").split()[0])
                 proc = self._name(pid)
+                if proc in ("", "?"):  # exited between listing and reading
+                    continue
                 self.hwm_kb[name][proc] = max(self.hwm_kb[name].get(proc, 0), hwm)
             self.tree_peak_kb[name] = max(self.tree_peak_kb[name], total)
 
