@@ -91,6 +91,18 @@ class _Received:
     bytes_up: int = 0
     stage_bytes: dict[str, int] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)
+    server_cpu_s: float = 0.0
+
+
+def _check_sum_compatible(strategy: object, stage: SecureAggregation | None) -> None:
+    """Secure aggregation gives the strategy only a sum: refuse, before any round, a
+    strategy that needs every client's update (a robust reducer, adaptive clipping)."""
+    if stage is not None and getattr(strategy, "needs_individual_updates", False):
+        raise ValueError(
+            f"strategy {getattr(strategy, 'name', type(strategy).__name__)!r} needs every "
+            "client's update, but secure aggregation gives the server only their sum: use a "
+            "strategy that aggregates sums, or no secure aggregation"
+        )
 
 
 def _given_or(value: int | None, default: int) -> int:
@@ -237,6 +249,7 @@ class Federation:
             )
         )
         self.dispatcher: Dispatcher = dispatcher if dispatcher is not None else self._simulated  # type: ignore[assignment]
+        self._secure: SecureAggregation | None = None
         self.secure_aggregation = secure_aggregation
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         self.checkpoint_every = checkpoint_every
@@ -259,6 +272,16 @@ class Federation:
         if simulated is not None:  # the default dispatcher's simulation follows the config
             simulated.dropout_rate = config.dropout_rate
             simulated.seconds_per_example = config.seconds_per_example
+
+    @property
+    def secure_aggregation(self) -> SecureAggregation | None:
+        """The cohort stage that sums the accepted updates (None: the server sees them)."""
+        return self._secure
+
+    @secure_aggregation.setter
+    def secure_aggregation(self, stage: SecureAggregation | None) -> None:
+        _check_sum_compatible(self.strategy, stage)
+        self._secure = stage
 
     @property
     def population(self) -> int:
@@ -307,8 +330,32 @@ class Federation:
             getattr(strategy, "init_state", None)
         ):
             raise TypeError(f"not a Strategy: {type(strategy).__name__}")
+        _check_sum_compatible(strategy, self.secure_aggregation)
         state = dict(strategy.init_state(self._weights))
         self.strategy = strategy
+        self._strategy_state = state
+
+    def set_weights(self, weights: Weights) -> None:
+        """Continue from ``weights`` (a registry version, a rollback) from the next round.
+
+        The server optimizer's state restarts (its moments belong to the old trajectory);
+        the history is kept.
+
+        Raises
+        ------
+        ValueError
+            The weights do not fit the model (count, shapes) or are not finite.
+        """
+        arrays = tuple(np.array(w, dtype=np.float32) for w in weights)
+        if tuple(a.shape for a in arrays) != self._shapes:
+            raise ValueError(
+                f"weights of shapes {[a.shape for a in arrays]} do not fit the model "
+                f"{list(self._shapes)}"
+            )
+        if not all(np.isfinite(a).all() for a in arrays):
+            raise ValueError("weights hold NaN or Inf")
+        state = dict(self.strategy.init_state(arrays))
+        self._weights = arrays
         self._strategy_state = state
 
     def add_observer(self, observer: Observer) -> None:
@@ -433,8 +480,10 @@ class Federation:
             for rep, plan in zip(dispatched.reports, tasks.plans, strict=True)
         ):
             raise RuntimeError("the dispatcher must return one report per task, in order")
+        cpu = time.process_time()
         got = self._receive(dispatched, context)
         weights, state, failure = self._aggregate(r, got)
+        got.server_cpu_s = time.process_time() - cpu
         for cid in selected:
             self._notify(errors, "on_client_done", r, got.outcomes[cid])
         do_eval = evaluate if evaluate is not None else (r + 1) % cfg.eval_every == 0
@@ -630,6 +679,7 @@ class Federation:
             aggregation_failure=failure,
             stage_bytes=tuple(got.stage_bytes.items()),
             stage_rejections=tuple(sorted(got.refusals.items())),
+            server_cpu_s=got.server_cpu_s,
         )
 
     def run(self, rounds: int) -> History:

@@ -163,7 +163,9 @@ class RoundResult:
     why nothing was applied although updates were accepted (secure aggregation aborted);
     ``stage_bytes`` the upload bytes of the round's arrived updates after each client
     stage (``("update", n)`` first: the raw float tensors), ``stage_rejections`` how many
-    updates each server stage refused.
+    updates each server stage refused; ``server_cpu_s`` the CPU seconds the server spent
+    on the round's updates (pipeline, secure aggregation, reduce and server step: what a
+    cost model charges per round).
     """
 
     round_index: int
@@ -185,6 +187,7 @@ class RoundResult:
     aggregation_failure: str = ""
     stage_bytes: tuple[tuple[str, int], ...] = ()
     stage_rejections: tuple[tuple[str, int], ...] = ()
+    server_cpu_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready)."""
@@ -211,6 +214,7 @@ class RoundResult:
                 "bytes_down",
                 "sim_time_s",
                 "wall_time_s",
+                "server_cpu_s",
             )
             if k in data
         }
@@ -234,6 +238,7 @@ class RoundResult:
         runtime its TensorFlow could use)."""
         out = self.to_dict()
         out.pop("wall_time_s")
+        out.pop("server_cpu_s")
         out.pop("runtime")
         return out
 

@@ -211,6 +211,11 @@ class DPFedAvg:
         return float(self.inner.client_proximal_mu)
 
     @property
+    def needs_individual_updates(self) -> bool:
+        """Adaptive clipping needs each client's clipped bit, which a secure sum hides."""
+        return self.adaptive
+
+    @property
     def adaptive(self) -> bool:
         """Whether the clipping norm adapts."""
         return self.target_quantile is not None

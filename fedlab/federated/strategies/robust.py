@@ -60,6 +60,11 @@ class RobustAggregation:
         state: StrategyState = self.inner.init_state(weights)
         return state
 
+    @property
+    def needs_individual_updates(self) -> bool:
+        """True: a robust reducer cannot run on a securely aggregated sum."""
+        return True
+
     def server_step(
         self, weights: Weights, delta: Weights, state: StrategyState
     ) -> tuple[Weights, StrategyState]:
