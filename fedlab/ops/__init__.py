@@ -16,6 +16,7 @@ from fedlab.ops.cost import (
     estimate_cost,
     measure_aggregation_cpu,
     measure_traffic,
+    measured_server_cpu,
 )
 from fedlab.ops.drift import DriftAlert, DriftMonitor, DriftObserver, PageHinkley
 from fedlab.ops.registry import (
@@ -50,6 +51,7 @@ __all__ = [
     "estimate_cost",
     "measure_aggregation_cpu",
     "measure_traffic",
+    "measured_server_cpu",
     "noninferiority_bound",
     "run_canary",
     "sensor_features",

@@ -29,6 +29,7 @@ __all__ = [
     "estimate_cost",
     "measure_aggregation_cpu",
     "measure_traffic",
+    "measured_server_cpu",
 ]
 
 GB = 1e9
@@ -80,6 +81,19 @@ def measure_traffic(results: Sequence[RoundResult]) -> RoundTraffic:
     down = sum(r.bytes_down for r in results) / max(1, invited)
     completion = sum(len(r.completed) for r in results) / max(1, invited)
     return RoundTraffic(float(up), float(down), float(completion), len(results))
+
+
+def measured_server_cpu(results: Sequence[RoundResult]) -> tuple[float, int]:
+    """Median server CPU seconds per round and the median cohort it served, from the
+    rounds' own :attr:`~fedlab.federated.types.RoundResult.server_cpu_s` (pipeline, secure
+    aggregation, reduce and server step as they really ran): the ``server_cpu_s_per_round``
+    and ``measured_cohort`` of :func:`estimate_cost`."""
+    used = [r for r in results if r.completed]
+    if not used:
+        raise ValueError("need at least one round with reports")
+    cpu = float(np.median([r.server_cpu_s for r in used]))
+    cohort = int(np.median([len(r.completed) + len(r.rejected) for r in used]))
+    return cpu, max(1, cohort)
 
 
 def measure_aggregation_cpu(
