@@ -22,7 +22,8 @@ step() {
   shift
   echo "FEDLAB-GUEST: step $name: $*"
   t0=$(date +%s.%N)
-  timeout "$STEP_TIMEOUT" "$@" > "$RES/$name.log" 2>&1
+  # bash -c: a step may be one of the functions below (exported), which timeout cannot run.
+  timeout "$STEP_TIMEOUT" bash -c '"$@"' "$name" "$@" > "$RES/$name.log" 2>&1
   rc=$?
   t=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
   printf '{"name": "%s", "rc": %d, "seconds": %s}\n' "$name" "$rc" "$t" > "$RES/step-$name.json"
@@ -50,6 +51,8 @@ install_kit() {
   "$VENV/bin/python" -m pip list --disable-pip-version-check
 }
 
+export -f machine install_kit
+export SHARE VENV
 step python machine
 step install install_kit
 PY="$VENV/bin/python"

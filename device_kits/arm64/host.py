@@ -133,7 +133,7 @@ def collect(share: Path) -> int:
 
     results = share / "results"
     steps = {}
-    for path in sorted(results.glob("step-*.json")):
+    for path in sorted(results.glob("step-*.json"), key=lambda p: p.stat().st_mtime):
         step = json.loads(path.read_text())
         steps[step["name"]] = step
     lines = ["", "== make test-arm64: results (full-system aarch64 VM, qemu TCG)"]

@@ -21,6 +21,7 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 OUT="$ROOT/build/arm64"
 SHARE="$OUT/share"
 PY="$ROOT/.venv/bin/python"
+export TF_CPP_MIN_LOG_LEVEL=2
 log() { printf '[test-arm64] %s\n' "$*"; }
 
 command -v qemu-system-aarch64 >/dev/null || {
