@@ -29,6 +29,12 @@ if TYPE_CHECKING:  # Flower is imported only by the Flower dispatcher's users
 
 __all__ = ["AgentDispatcher", "FlowerDispatcher", "NodeInfo"]
 
+#: Seconds a task message outlives its round's deadline.
+_TTL_MARGIN_S = 30.0
+#: Flower error codes meaning "no answer" (the message or its reply expired or vanished):
+#: MESSAGE_UNAVAILABLE, REPLY_MESSAGE_UNAVAILABLE.
+_NO_REPLY = frozenset({3, 4})
+
 
 def _check_enrolled(enrolled: Sequence[int]) -> tuple[int, ...]:
     out = tuple(enrolled)
@@ -360,7 +366,10 @@ class FlowerDispatcher:
                 continue
             frame = encode(task)
             down += len(frame)
-            sent.append((cid, Message(task_content(frame), info.node_id, "train", ttl=timeout)))
+            # The TTL outlives the deadline, so an unanswered task is judged by the deadline
+            # (straggler or dropped), not reported back by Flower as expired.
+            ttl = timeout + _TTL_MARGIN_S
+            sent.append((cid, Message(task_content(frame), info.node_id, "train", ttl=ttl)))
         on_training_start(tuple(cid for cid, _ in sent))
         start = time.monotonic()
         replies: dict[str, tuple[Message, float]] = {}
@@ -378,8 +387,9 @@ class FlowerDispatcher:
                 detail = f"Flower error {code}: {reason}"
                 if code == ErrorCode.NODE_UNAVAILABLE:
                     reports[cid] = Report(cid, "dropped", detail=detail)
-                else:
+                elif code not in _NO_REPLY:  # the ClientApp failed or refused the task
                     reports[cid] = Report(cid, "failed", detail=detail)
+                # else: the task expired unanswered; judged below like a missing reply
                 continue
             try:
                 envelope = decode_envelope(frame_of(reply))

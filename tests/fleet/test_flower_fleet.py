@@ -2,8 +2,9 @@
 authentication on, fedlab's round loop in the ServerApp, DeviceAgents in the ClientApps.
 
 The tests share one fleet (module fixture) and run in file order: the federation that
-must equal the in-process reference, a rogue key refused, a node stopped mid-round, then
-the SuperLink restarted from its database and a run resumed from its checkpoint.
+must equal the in-process reference, a rogue key refused, a node stopped mid-round, the
+SuperLink restarted from its database and a run resumed from its checkpoint, and last a
+node that loses power mid-round.
 """
 
 from __future__ import annotations
@@ -166,3 +167,23 @@ def test_a_superlink_restart_with_its_database_resumes(fleet):
     assert out["done"]["resumed_at"] == 1 and out["done"]["rounds_done"] == 2
     assert [r["round_index"] for r in out["history"]] == [0, 1]
     assert tuple(out["history"][1]["completed"]) == (0, 1, 2)
+
+
+def test_a_supernode_that_loses_power_mid_round_is_a_straggler_at_the_deadline(fleet):
+    # SIGKILL: the SuperNode cannot deregister, so the SuperLink keeps it "online" until
+    # its heartbeat expires (about 2 x 30 s in Flower 1.23). The server cannot tell a dead
+    # board from a slow one before that: at the 15 s deadline it is a straggler, and the
+    # round is applied with the other two updates.
+    fleet.fleet.stop(fleet.nodes[2])
+    slow = fleet.start_node(2, node_config={"emulate-delay-s": 60.0})
+    spec = fleet.spec("power-loss", rounds=1, round_timeout=15.0)
+    run_id = fleet.fleet.submit(spec)
+    _wait_log(slow, "client 2 training round 0", 120)
+    fleet.fleet.stop(slow, kill=True)
+    assert fleet.fleet.wait_run(run_id, RUN_TIMEOUT) == "finished:completed"
+    (round0,) = read_run_output(spec.out_dir)["history"]
+    assert tuple(round0["completed"]) == (0, 1)
+    assert tuple(round0["stragglers"]) == (2,)
+    # Last test of the module on purpose: restarted at once with the same key, this node
+    # is refused ("could not be activated") until the SuperLink times its old session out,
+    # about 60 s; the service manager's restart delay has to cover that (see the report).
