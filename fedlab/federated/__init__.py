@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from fedlab.federated.aggregate import add_weights, weighted_mean
+from fedlab.federated.authenticate import SignUpdate, VerifySignature
 from fedlab.federated.batching import batch_schedule, client_seed
 from fedlab.federated.checkpoint import CheckpointError, latest_checkpoint, save_checkpoint
+from fedlab.federated.codec_stage import DecodeUpdate, EncodeUpdate
 from fedlab.federated.config import FederationConfig
 from fedlab.federated.dispatch import (
     Dispatched,
@@ -20,10 +22,20 @@ from fedlab.federated.dispatch import (
     SimulatedDispatcher,
 )
 from fedlab.federated.federation import ClientOutcome, Federation
+from fedlab.federated.gateway import GatewayRuntime, gateway_dataset, group_devices
 from fedlab.federated.history import History
 from fedlab.federated.observers import Observer, RecordingObserver
 from fedlab.federated.reduce import CohortSum, UniformSum, WeightedSum
 from fedlab.federated.runtime_base import ClientFailure, ClientRuntime, RunNote
+from fedlab.federated.scheduling import (
+    Availability,
+    DailyWindows,
+    EligibleFirstSampler,
+    EnergyModel,
+    UploadSchedule,
+    sample_availability,
+)
+from fedlab.federated.secure_stage import SecureAggregation
 from fedlab.federated.selection import (
     AdaptiveEpochs,
     ClientProfile,
@@ -35,8 +47,11 @@ from fedlab.federated.selection import (
     simulated_duration,
 )
 from fedlab.federated.stages import (
+    ClientStateStore,
+    ClipUpdate,
     Pipeline,
     StageContext,
+    StatefulStage,
     UpdatePolicy,
     ValidateUpdate,
     l2_norm,
@@ -48,6 +63,7 @@ from fedlab.federated.strategies import (
     FedAvgM,
     FedProx,
     FedYogi,
+    RobustAggregation,
     make_strategy,
 )
 from fedlab.federated.types import ClientPlan, ClientUpdate, Envelope, RoundResult, UpdateRejected
@@ -64,16 +80,24 @@ _LAZY = {
 
 __all__ = [
     "AdaptiveEpochs",
+    "Availability",
     "CheckpointError",
     "ClientFailure",
     "ClientOutcome",
     "ClientPlan",
     "ClientProfile",
     "ClientRuntime",
+    "ClientStateStore",
     "ClientUpdate",
+    "ClipUpdate",
     "CohortSum",
+    "DailyWindows",
+    "DecodeUpdate",
     "Dispatched",
     "Dispatcher",
+    "EligibleFirstSampler",
+    "EncodeUpdate",
+    "EnergyModel",
     "Envelope",
     "FallbackWarning",
     "FedAdagrad",
@@ -85,6 +109,7 @@ __all__ = [
     "Federation",
     "FederationConfig",
     "FixedEpochs",
+    "GatewayRuntime",
     "History",
     "KerasRuntime",
     "Observer",
@@ -92,18 +117,24 @@ __all__ = [
     "PoissonSampler",
     "RecordingObserver",
     "Report",
+    "RobustAggregation",
     "RoundResult",
     "RoundTasks",
     "RunNote",
+    "SecureAggregation",
+    "SignUpdate",
     "SimulatedDispatcher",
     "StageContext",
+    "StatefulStage",
     "UniformSampler",
     "UniformSum",
     "UnsupportedModel",
     "UpdatePolicy",
     "UpdateRejected",
+    "UploadSchedule",
     "ValidateUpdate",
     "VectorizedRuntime",
+    "VerifySignature",
     "WeightedSampler",
     "WeightedSum",
     "add_weights",
@@ -111,10 +142,13 @@ __all__ = [
     "build_federation",
     "centralized_baseline",
     "client_seed",
+    "gateway_dataset",
+    "group_devices",
     "l2_norm",
     "latest_checkpoint",
     "make_runtime",
     "make_strategy",
+    "sample_availability",
     "sample_profiles",
     "save_checkpoint",
     "simulated_duration",

@@ -105,6 +105,19 @@ def _check_sum_compatible(strategy: object, stage: SecureAggregation | None) -> 
         )
 
 
+def _stage_identity(stage: object) -> str:
+    """A client stage's settings, stably (no object addresses: keys are left out)."""
+    parts = [type(stage).__name__, str(getattr(stage, "name", ""))]
+    codec = getattr(stage, "codec", None)
+    if codec is not None:
+        config = getattr(codec, "wire_config", None)
+        parts.append(config.hex() if isinstance(config, bytes) else repr(codec))
+    clip = getattr(stage, "clip_norm", None)
+    if clip is not None:
+        parts.append(repr(clip))
+    return ":".join(parts)
+
+
 def _given_or(value: int | None, default: int) -> int:
     return default if value is None else value
 
@@ -388,6 +401,8 @@ class Federation:
         }
         if self.secure_aggregation is not None:  # only then, so older checkpoints still match
             identity["secure_aggregation"] = repr(self.secure_aggregation)
+        if self.pipeline.client:  # a codec or clip changes what the server aggregates
+            identity["client_stages"] = [_stage_identity(s) for s in self.pipeline.client]
         blob = json.dumps(identity, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
@@ -680,6 +695,7 @@ class Federation:
             stage_bytes=tuple(got.stage_bytes.items()),
             stage_rejections=tuple(sorted(got.refusals.items())),
             server_cpu_s=got.server_cpu_s,
+            energy_j=tuple(sorted((int(c), float(j)) for c, j in dispatched.energy_j.items())),
         )
 
     def run(self, rounds: int) -> History:

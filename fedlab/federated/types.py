@@ -165,7 +165,8 @@ class RoundResult:
     stage (``("update", n)`` first: the raw float tensors), ``stage_rejections`` how many
     updates each server stage refused; ``server_cpu_s`` the CPU seconds the server spent
     on the round's updates (pipeline, secure aggregation, reduce and server step: what a
-    cost model charges per round).
+    cost model charges per round); ``energy_j`` each invited device's simulated energy
+    in joules, when the dispatcher models it.
     """
 
     round_index: int
@@ -188,6 +189,7 @@ class RoundResult:
     stage_bytes: tuple[tuple[str, int], ...] = ()
     stage_rejections: tuple[tuple[str, int], ...] = ()
     server_cpu_s: float = 0.0
+    energy_j: tuple[tuple[int, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready)."""
@@ -230,6 +232,7 @@ class RoundResult:
             aggregation_failure=str(data.get("aggregation_failure", "")),
             stage_bytes=tuple((str(k), int(v)) for k, v in data.get("stage_bytes", ())),
             stage_rejections=tuple((str(k), int(v)) for k, v in data.get("stage_rejections", ())),
+            energy_j=tuple((int(c), float(j)) for c, j in data.get("energy_j", ())),
             **scalars,
         )
 

@@ -59,3 +59,26 @@ def test_rounds_record_the_servers_cpu_and_keep_it_out_of_the_deterministic_view
     assert result.server_cpu_s > 0
     assert "server_cpu_s" not in result.deterministic_view()
     assert type(result).from_dict(result.to_dict()) == result
+
+
+def test_rounds_record_each_devices_simulated_energy() -> None:
+    result = federation().run_round()
+    energy = dict(result.energy_j)
+    assert sorted(energy) == sorted(result.selected)
+    assert all(j > 0 for j in energy.values())
+    assert type(result).from_dict(result.to_dict()).energy_j == result.energy_j
+
+
+def test_a_checkpoint_of_a_dense_run_does_not_resume_under_a_codec(tmp_path) -> None:
+    from fedlab.codec import QSGD
+    from fedlab.federated import DecodeUpdate, EncodeUpdate, Pipeline
+    from fedlab.federated.checkpoint import CheckpointError
+
+    federation(checkpoint_dir=tmp_path).run(1)
+    codec = Pipeline(client=(EncodeUpdate(QSGD(bits=4)),), server=(DecodeUpdate(QSGD(bits=4)),))
+    with pytest.raises(CheckpointError, match="different experiment"):
+        federation(pipeline=codec, checkpoint_dir=tmp_path, resume=True)
+    other = Pipeline(client=(EncodeUpdate(QSGD(bits=8)),), server=(DecodeUpdate(QSGD(bits=8)),))
+    assert federation(pipeline=codec).fingerprint() != federation(pipeline=other).fingerprint()
+    # a plain pipeline keeps the fingerprint checkpoints written before stages existed had
+    assert federation().fingerprint() == federation(pipeline=Pipeline()).fingerprint()
