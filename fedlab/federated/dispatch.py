@@ -5,10 +5,12 @@ job (select → plan → dispatch → server pipeline → reduce + server step �
 detail of *where and how* clients train lives behind this interface:
 
 * :class:`SimulatedDispatcher` — clients in this process: a client runtime (reference or
-  vectorised), device profiles, dropouts and simulated time against the deadline;
-* a device dispatcher over a transport (emulated or real boards) and a Flower dispatcher
-  (SuperNodes over gRPC) are to implement the same interface (not built yet: notebook 02
-  still drives its emulated boards through ``fedlab.kits.run_emulated_round``).
+  vectorised), device profiles, dropouts, upload windows and simulated time against the
+  deadline, and each client's stage state (codec residuals);
+* :class:`fedlab.kits.DeviceDispatcher` — devices behind the file exchange: emulated
+  TF-free processes (notebook 02) or real boards polling a shared folder;
+* :class:`fedlab.fleet.FlowerDispatcher` — SuperNodes over gRPC through a Flower
+  SuperLink (TLS, node authentication), from inside a Flower ``ServerApp``.
 
 A dispatcher never aggregates and never judges an update: it reports, per task, either an
 envelope (what the client sent, after its client-side pipeline stages) with the time it
