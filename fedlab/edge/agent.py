@@ -24,14 +24,18 @@ model version) is kept in ``state_dir/last_round.json`` and read at start. Witho
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import resource
 import sys
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from fedlab.codec import CodecState, ErrorFeedback
+from fedlab.codec import from_config as codec_from_config
 from fedlab.edge.config import ConfigError, DeviceConfig, resolve_device_id
 from fedlab.edge.coral import EdgeTPUUnavailable, EmbeddingBackbone, HeadTrainer
 from fedlab.edge.data import DataError, DataMissing, load_local_data
@@ -181,11 +185,16 @@ class DeviceAgent:
         plan = ClientPlan(**task.client_plan_fields())
         update = self.trainer.train(task.weights, self.x, self.y, plan)
         envelope = UpdateEnvelope.from_client_update(update, task, device_id=self.config.device_id)
+        encoded = self._encode(envelope, task) if task.plan.codec else None
+        if encoded is not None:
+            envelope = encoded[0]
         if self._key is not None:  # the client id is the one the server enrolled us under
             envelope = sign_envelope(
                 envelope, DeviceIdentity.from_private_bytes(task.client_id, self._key)
             )
         self.transport.submit(self.config.device_id, envelope)
+        if encoded is not None and encoded[2] is not None:  # only once the update is out
+            atomic_write_bytes(encoded[2], encoded[1].to_bytes(), mode=0o600)
         self.last_round = task.round_index
         self._last_task = (task.round_index, task.base_version)
         if self.config.state_dir:
@@ -201,6 +210,31 @@ class DeviceAgent:
             }
             atomic_write_bytes(state / LAST_ROUND_FILE, json.dumps(record).encode())
         return task, envelope
+
+    def _encode(
+        self, envelope: UpdateEnvelope, task: RoundTask
+    ) -> tuple[UpdateEnvelope, CodecState, Path | None]:
+        """The envelope with its body encoded by the task's codec, the codec's next state
+        and where to keep it (``state_dir``; the residual of error feedback lives here)."""
+        codec = codec_from_config(json.loads(task.plan.codec))
+        path = None
+        state = CodecState(seed=task.client_id, step=task.round_index)  # stateless default
+        if self.config.state_dir:
+            key = hashlib.sha256(f"{task.client_id}:{task.plan.codec}".encode()).hexdigest()
+            path = Path(self.config.state_dir) / f"codec-{key[:16]}.state"
+            state = (
+                CodecState.from_bytes(path.read_bytes())
+                if path.is_file()
+                else codec.init_state(seed=task.client_id)
+            )
+        elif isinstance(codec, ErrorFeedback):
+            raise ValueError("the task's codec uses error feedback: this device needs a state_dir")
+        assert not isinstance(envelope.body, bytes)
+        payload, next_state = codec.encode(envelope.body, state)
+        encoded = replace(
+            envelope, body=payload, headers={**envelope.headers, "codec": task.plan.codec}
+        )
+        return encoded, next_state, path
 
 
 def peak_rss_mb() -> float:

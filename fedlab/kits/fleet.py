@@ -16,12 +16,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedlab.codec import Codec
 from fedlab.data.federated_dataset import ClientData
 from fedlab.edge.transport import SUFFIX, FileTransport, update_file_name
 from fedlab.federated.dispatch import Dispatched, Report, RoundTasks
@@ -29,7 +30,7 @@ from fedlab.federated.selection import ClientProfile
 from fedlab.federated.stages import UpdatePolicy
 from fedlab.federated.types import ClientUpdate, Envelope, UpdateRejected, is_int
 from fedlab.kits.builder import Kit
-from fedlab.protocol import RoundTask
+from fedlab.protocol import RoundTask, UpdateEnvelope
 from fedlab.secure.identity import IdentityRegistry
 
 __all__ = [
@@ -294,6 +295,11 @@ class DeviceDispatcher:
         Longest wait per round when the config sets no deadline.
     poll_s : float
         How often the exchange is checked when waiting for real devices.
+    codec : Codec, optional
+        Tell the devices to encode their updates with this ``fedlab.codec`` codec (the
+        task's plan carries its config; each device keeps the codec's state — error
+        feedback's residual — in its state folder). The federation's pipeline then needs
+        ``DecodeUpdate(codec)`` among its server stages.
 
     Attributes
     ----------
@@ -315,7 +321,16 @@ class DeviceDispatcher:
         parallel: int | None = None,
         timeout_s: float = 300.0,
         poll_s: float = 0.5,
+        codec: Codec | None = None,
     ) -> None:
+        if codec is not None and not isinstance(codec, Codec):
+            raise TypeError(f"codec must be a fedlab.codec Codec, got {codec!r}")
+        self.codec = codec
+        self._codec_json = (
+            json.dumps(codec.get_config(), sort_keys=True, separators=(",", ":"))
+            if codec is not None
+            else ""
+        )
         self.devices = tuple(devices)
         if not self.devices:
             raise ValueError("a device fleet needs at least one device")
@@ -375,12 +390,7 @@ class DeviceDispatcher:
         asked = {plan.client_id: self.devices[plan.client_id] for plan in tasks.plans}
         by_id = {d.device_id: cid for cid, d in asked.items()}
         round_tasks = {
-            cid: RoundTask.from_client_plan(
-                plan,
-                model_version=self.model_version,
-                weights=tasks.weights,
-                deadline=opened + wait,
-            )
+            cid: self._task(plan, tasks, deadline=opened + wait)
             for cid, plan in zip(asked, tasks.plans, strict=True)
         }
         for device in self.devices:  # a device not invited must not redo an old task
@@ -438,7 +448,7 @@ class DeviceDispatcher:
                         Envelope(**envelope.engine_fields()),
                         duration_s=arrival.get(did, time.monotonic() - start),
                         num_examples=self.enrolled_examples(cid),
-                        stage_bytes=(("update", envelope.nbytes),),
+                        stage_bytes=self._stage_bytes(envelope, tasks),
                     )
                 )
         self.last_runs = runs
@@ -450,6 +460,22 @@ class DeviceDispatcher:
             expect_headers=first.expect_headers(),
             bytes_down=bytes_down,
         )
+
+    def _task(self, plan: Any, tasks: RoundTasks, *, deadline: float) -> RoundTask:
+        task = RoundTask.from_client_plan(
+            plan, model_version=self.model_version, weights=tasks.weights, deadline=deadline
+        )
+        if not self._codec_json:
+            return task
+        return replace(task, plan=replace(task.plan, codec=self._codec_json))
+
+    def _stage_bytes(
+        self, envelope: UpdateEnvelope, tasks: RoundTasks
+    ) -> tuple[tuple[str, int], ...]:
+        if not self._codec_json:
+            return (("update", envelope.nbytes),)
+        dense = int(sum(int(np.prod(w.shape)) * 4 for w in tasks.weights))  # float32 update
+        return (("update", dense), ("encode", envelope.nbytes))
 
     def _clear_stale(self, device_id: str, task: RoundTask) -> None:
         """Remove an update file of this round left by an earlier run, unless it answers

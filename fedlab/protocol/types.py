@@ -11,6 +11,7 @@ server's update policy, applied to the decoded envelope.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -193,6 +194,10 @@ class TrainPlan:
         FedProx's μ: the local objective adds ``μ/2 ‖w − w_global‖²`` (0 is FedAvg).
     seed : int
         Seed of the batch order (>= 0).
+    codec : str
+        How to encode the update (a ``fedlab.codec`` config as compact JSON, e.g.
+        error feedback over top-k + 4-bit QSGD); empty: send float32 tensors. The device
+        keeps the codec's state (residual, random stream) between rounds.
     """
 
     epochs: int
@@ -201,6 +206,7 @@ class TrainPlan:
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
     proximal_mu: float = 0.0
     seed: int = 0
+    codec: str = ""
 
     def __post_init__(self) -> None:
         _int(self, "epochs", 1)
@@ -210,11 +216,25 @@ class TrainPlan:
         _real(self, "proximal_mu", "a finite number >= 0", lambda v: v >= 0)
         if not isinstance(self.optimizer, OptimizerSpec):
             raise TypeError(f"optimizer must be an OptimizerSpec, got {self.optimizer!r}")
+        if not isinstance(self.codec, str):
+            raise TypeError(f"codec must be a JSON string, got {self.codec!r}")
+        if self.codec:
+            try:
+                config = json.loads(self.codec)
+            except ValueError:
+                config = None
+            if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+                raise ValueError(
+                    f"codec must be a codec config as a JSON object, got {self.codec!r:.80}"
+                )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form (JSON-ready); the optimizer is a nested dict."""
+        """Plain-Python form (JSON-ready); the optimizer is a nested dict (``codec`` only
+        when there is one, so plans without a codec encode as before)."""
         out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["optimizer"] = self.optimizer.to_dict()
+        if not self.codec:
+            del out["codec"]
         return out
 
     @classmethod

@@ -271,3 +271,40 @@ def test_devices_sign_their_updates_and_a_swapped_key_is_refused(kits, tmp_path:
     ((cid, reason),) = result.rejected
     assert cid == 2 and "forged" in reason
     assert dict(result.stage_rejections) == {"verify": 1}
+
+
+def test_devices_encode_with_the_tasks_codec_and_keep_its_residual(fleet) -> None:
+    """Error feedback on the devices: the task names the codec, each device keeps its
+    residual in its state folder, the server decodes — and the model equals the simulation
+    running the same codec with the residuals in the simulated dispatcher."""
+    from fedlab.codec import QSGD, ErrorFeedback, TopK, chain
+    from fedlab.federated import DecodeUpdate, EncodeUpdate, Pipeline
+
+    codec = ErrorFeedback(chain(TopK(0.25), QSGD(bits=8)))
+    version = fleet["kit"].manifest.info["model"]["version"]
+    devices = Federation(
+        runtime=_runtime(),
+        dispatcher=DeviceDispatcher(
+            fleet["devices"], fleet["root"] / "exchange", model_version=version, codec=codec
+        ),
+        test=fleet["data"].test,
+        config=CONFIG,
+        pipeline=Pipeline(server=(DecodeUpdate(codec),)),
+    )
+    simulated = Federation(
+        data=fleet["data"],
+        runtime=_runtime(),
+        config=CONFIG,
+        pipeline=Pipeline(client=(EncodeUpdate(codec),), server=(DecodeUpdate(codec),)),
+    )
+    for _ in range(2):
+        dev_round, sim_round = devices.run_round(), simulated.run_round()
+        assert dev_round.completed == sim_round.completed == (0, 1, 2)
+    sizes = dict(dev_round.stage_bytes)
+    assert sizes["update"] / sizes["encode"] > 4  # 25 % of the values at 8 bits, and indices
+    assert dev_round.bytes_up == sizes["encode"]
+    for device in fleet["devices"]:
+        states = list((device.folder / "state").glob("codec-*.state"))
+        assert len(states) == 1  # the residual lives on the device
+    # same codec, same per-client random streams, same residuals: the same model
+    assert relative_difference(devices.weights, simulated.weights) < 1e-3
