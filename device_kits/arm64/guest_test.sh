@@ -5,7 +5,8 @@
 # with its output in results/NAME.log: python (what machine this is), install (a venv, the
 # kit's requirements + the fedlab wheel, offline: --no-index), doctor, bench, train-check
 # (the model's train signature under every op resolver, one process each), agent (one round
-# over the file transport; the host reads the update back). Optional: bisect/*.tflite.
+# over the file transport; the host reads the update back). Optional: probe/*.tflite
+# (op_probe.py, right after install) and bisect/*.tflite (train_check.py).
 set -uo pipefail
 
 SHARE="${SHARE:-/mnt/fedlab}"
@@ -56,6 +57,9 @@ export SHARE VENV
 step python machine
 step install install_kit
 PY="$VENV/bin/python"
+if compgen -G "$SHARE/probe/*.tflite" > /dev/null; then
+  step op-probe "$PY" "$SHARE/op_probe.py" run "$SHARE"/probe/*.tflite
+fi
 step doctor "$PY" -m fedlab.edge.doctor --config "$SHARE/device/device.json"
 step bench "$PY" -m fedlab.edge.bench "$SHARE/kit/model/model.tflite" --runs 20
 step train-check "$PY" "$SHARE/train_check.py" --data "$SHARE/device/data.npz" \

@@ -13,7 +13,8 @@
 #
 # Environment: ARM64_TIMEOUT (seconds for the whole boot+test, default 5400), ARM64_SMP (2),
 # ARM64_MEM (2048), ARM64_CPU (cortex-a72), ARM64_BISECT=1 (also export one-layer models
-# into the share and run their train signatures in the VM).
+# into the share and run their train signatures in the VM), ARM64_PROBE=1 (one-op probes of
+# the loss, the head backward and the variable update, op_probe.py, right after install).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,9 +41,14 @@ if [ "${ARM64_BISECT:-0}" = 1 ]; then
 else
   rm -rf "$SHARE/bisect"
 fi
+if [ "${ARM64_PROBE:-0}" = 1 ]; then
+  nice -n 19 "$PY" "$HERE/op_probe.py" export "$SHARE/probe" > /dev/null 2>&1
+else
+  rm -rf "$SHARE/probe"
+fi
 rm -rf "$SHARE/wheels"
 cp -r "$OUT/wheels" "$SHARE/wheels"
-cp "$HERE/guest_test.sh" "$HERE/train_check.py" "$SHARE/"
+cp "$HERE/guest_test.sh" "$HERE/train_check.py" "$HERE/op_probe.py" "$SHARE/"
 t2=$(date +%s)
 
 log "booting the arm64 VM (TCG, ${ARM64_SMP:-2} vCPU, ${ARM64_MEM:-2048} MiB); console: $OUT/console.log"
