@@ -16,7 +16,7 @@ failed round is reported on stderr and the agent keeps polling, and a data file 
 not there yet (a first install) is waited for; it never ends with a traceback. Imports
 numpy, cryptography and ai-edge-litert — never TensorFlow.
 
-A restarted agent does not train a task twice: the last answered task (round and base
+A restarted agent does not train a task twice: the last answered task (run, round and base
 model version) is kept in ``state_dir/last_round.json`` and read at start. Without a
 ``device_id`` in ``device.json`` the agent generates one and keeps it in ``state_dir``.
 """
@@ -139,9 +139,9 @@ class DeviceAgent:
         )
         self.transport = transport if transport is not None else transport_from_config(config)
         self.last_round: int | None = None
-        self._last_task: tuple[int, str] | None = self._read_last_task()
+        self._last_task: tuple[int, str, str] | None = self._read_last_task()
 
-    def _read_last_task(self) -> tuple[int, str] | None:
+    def _read_last_task(self) -> tuple[int, str, str] | None:
         """The task answered before a restart, from ``state_dir`` (None: none kept)."""
         if not self.config.state_dir:
             return None
@@ -150,7 +150,11 @@ class DeviceAgent:
             return None
         try:
             record = json.loads(path.read_text())
-            last = (int(record["round_index"]), str(record["base_version"]))
+            last = (
+                int(record["round_index"]),
+                str(record["base_version"]),
+                str(record.get("run_id", "")),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             # Written atomically, so this is a hand edit or an older agent's record: the
             # worst outcome of ignoring it is one task trained again. Said, not hidden.
@@ -161,7 +165,7 @@ class DeviceAgent:
 
     def run_once(self) -> tuple[RoundTask, UpdateEnvelope] | None:
         """Fetch a task; train; submit its envelope. None when there is no new task (none
-        published, or this task — same round, same global model — was already done).
+        published, or this task — same run, round and global model — was already done).
 
         Raises
         ------
@@ -170,7 +174,7 @@ class DeviceAgent:
             weights do not fit or are not inline, or its plan does not run here.
         """
         task = self.transport.fetch(self.config.device_id)
-        if task is None or (task.round_index, task.base_version) == self._last_task:
+        if task is None or (task.round_index, task.base_version, task.run_id) == self._last_task:
             return None
         if task.model_version != self.model_version:
             raise ValueError(
@@ -196,7 +200,7 @@ class DeviceAgent:
         if encoded is not None and encoded[2] is not None:  # only once the update is out
             atomic_write_bytes(encoded[2], encoded[1].to_bytes(), mode=0o600)
         self.last_round = task.round_index
-        self._last_task = (task.round_index, task.base_version)
+        self._last_task = (task.round_index, task.base_version, task.run_id)
         if self.config.state_dir:
             state = Path(self.config.state_dir)
             if isinstance(self.trainer, LiteRTTrainer):
@@ -204,6 +208,7 @@ class DeviceAgent:
             record = {
                 "round_index": task.round_index,
                 "base_version": task.base_version,
+                "run_id": task.run_id,
                 "num_examples": envelope.num_examples,
                 "train_loss": envelope.metrics.get("train_loss"),
                 "time": time.time(),

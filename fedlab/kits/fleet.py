@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -295,6 +296,11 @@ class DeviceDispatcher:
         Longest wait per round when the config sets no deadline.
     poll_s : float
         How often the exchange is checked when waiting for real devices.
+    run_id : str, optional
+        This run's id, echoed by every update (an answer to another run's task is refused,
+        and devices answer each run once). Default: a new random id per dispatcher; give
+        the same one to a server resumed from its checkpoint so that devices which
+        already answered are not asked to train again.
     codec : Codec, optional
         Tell the devices to encode their updates with this ``fedlab.codec`` codec (the
         task's plan carries its config; each device keeps the codec's state — error
@@ -322,10 +328,12 @@ class DeviceDispatcher:
         timeout_s: float = 300.0,
         poll_s: float = 0.5,
         codec: Codec | None = None,
+        run_id: str | None = None,
     ) -> None:
         if codec is not None and not isinstance(codec, Codec):
             raise TypeError(f"codec must be a fedlab.codec Codec, got {codec!r}")
         self.codec = codec
+        self.run_id = run_id if run_id is not None else f"run-{secrets.token_hex(6)}"
         self._codec_json = (
             json.dumps(codec.get_config(), sort_keys=True, separators=(",", ":"))
             if codec is not None
@@ -465,9 +473,7 @@ class DeviceDispatcher:
         task = RoundTask.from_client_plan(
             plan, model_version=self.model_version, weights=tasks.weights, deadline=deadline
         )
-        if not self._codec_json:
-            return task
-        return replace(task, plan=replace(task.plan, codec=self._codec_json))
+        return replace(task, run_id=self.run_id, plan=replace(task.plan, codec=self._codec_json))
 
     def _stage_bytes(
         self, envelope: UpdateEnvelope, tasks: RoundTasks
@@ -488,8 +494,15 @@ class DeviceDispatcher:
             old = self.transport.read_envelope(path, task)
         except (UpdateRejected, OSError):
             old = None
-        expected = {**task.expect_headers(), "client_id": task.client_id}
-        if old is None or any(getattr(old, key) != value for key, value in expected.items()):
+        fields = old.engine_fields() if old is not None else {}
+        answers = (
+            old is not None
+            and fields["client_id"] == task.client_id
+            and all(
+                fields["headers"].get(key) == value for key, value in task.expect_headers().items()
+            )
+        )
+        if not answers:
             path.unlink(missing_ok=True)
 
     def _await(

@@ -283,6 +283,10 @@ class RoundTask:
         When the update is due, in seconds since the Unix epoch (0: no deadline). The
         server enforces it when collecting; a device without a reliable clock is not
         asked to.
+    run_id : str
+        The server's run (letters, digits, ``_.-``; empty: none). Updates echo it, so an
+        answer to another run's task — same round, same weights, another plan — is refused,
+        and a device answers each run's tasks once.
     """
 
     round_index: int
@@ -293,10 +297,16 @@ class RoundTask:
     base_version: str = ""
     client_id: int = 0
     deadline: float = 0.0
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         _int(self, "round_index", 0)
         _int(self, "client_id", 0)
+        if not isinstance(self.run_id, str) or (self.run_id and not _DEVICE_ID.match(self.run_id)):
+            raise ValueError(
+                "run_id must be empty or 1-64 letters, digits, '_', '.' or '-', "
+                f"got {self.run_id!r}"
+            )
         if not isinstance(self.model_version, str) or not self.model_version:
             raise ValueError(
                 "model_version must be the kit's model version (a non-empty string), "
@@ -340,13 +350,17 @@ class RoundTask:
     __hash__ = None  # type: ignore[assignment]  # holds arrays
 
     def expect_headers(self) -> dict[str, Any]:
-        """What every update for this task must echo: ``round_index``, ``model_version``
-        and ``base_version`` (the server policy's ``expect_headers``)."""
-        return {
+        """What every update for this task must echo: ``round_index``, ``model_version``,
+        ``base_version`` and the ``run_id`` when there is one (the server policy's
+        ``expect_headers``)."""
+        expected: dict[str, Any] = {
             "round_index": self.round_index,
             "model_version": self.model_version,
             "base_version": self.base_version,
         }
+        if self.run_id:
+            expected["run_id"] = self.run_id
+        return expected
 
     def client_plan_fields(self) -> dict[str, Any]:
         """The keyword arguments of the round engine's ``ClientPlan`` for this task:
@@ -497,7 +511,8 @@ class UpdateEnvelope:
     ) -> UpdateEnvelope:
         """The envelope answering ``task`` for an engine ``ClientUpdate`` (read by
         attribute: ``client_id``, ``delta``, ``num_examples``, ``num_steps``,
-        ``metrics``); round and versions are echoed from ``task``."""
+        ``metrics``); round and versions are echoed from ``task`` (its ``run_id`` as the
+        ``run_id`` header)."""
         return cls(
             client_id=update.client_id,
             round_index=task.round_index,
@@ -507,6 +522,7 @@ class UpdateEnvelope:
             body=update.delta,
             num_steps=update.num_steps,
             metrics=update.metrics,
+            headers={"run_id": task.run_id} if task.run_id else {},
             device_id=device_id,
         )
 

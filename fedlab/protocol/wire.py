@@ -285,6 +285,7 @@ def _task_header(task: RoundTask) -> dict[str, Any]:
         "weights_ref": task.weights_ref,
         "deadline": task.deadline,
         "plan": task.plan.to_dict(),
+        **({"run_id": task.run_id} if task.run_id else {}),
     }
 
 
@@ -332,10 +333,12 @@ def encoded_size(obj: RoundTask | UpdateEnvelope) -> int:
     )
 
 
-def _fields(header: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:
+def _fields(
+    header: Any, allowed: frozenset[str], what: str, optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(header, dict):
         raise ProtocolError(f"the {what} header is not a JSON object")
-    unknown = sorted(set(header) - allowed)
+    unknown = sorted(set(header) - allowed - optional)
     if unknown:
         raise ProtocolError(f"unknown {what} fields {unknown}")
     missing = sorted(allowed - set(header))
@@ -345,7 +348,7 @@ def _fields(header: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:
 
 
 def _task(frame: Frame) -> RoundTask:
-    h = _fields(frame.header, _TASK_FIELDS, "task")
+    h = _fields(frame.header, _TASK_FIELDS, "task", frozenset({"run_id"}))
     if frame.payload:
         raise ProtocolError("a task carries no opaque payload")
     if not isinstance(h["plan"], dict):
@@ -362,6 +365,7 @@ def _task(frame: Frame) -> RoundTask:
         deadline=h["deadline"],
         plan=TrainPlan.from_dict(h["plan"]),
         weights=frame.tensors if inline else None,
+        run_id=h.get("run_id", ""),
     )
 
 

@@ -308,3 +308,25 @@ def test_devices_encode_with_the_tasks_codec_and_keep_its_residual(fleet) -> Non
         assert len(states) == 1  # the residual lives on the device
     # same codec, same per-client random streams, same residuals: the same model
     assert relative_difference(devices.weights, simulated.weights) < 1e-3
+
+
+def test_a_second_run_on_the_same_devices_is_answered_not_served_stale(fleet) -> None:
+    """Devices answer each run's tasks once: a second run (same round 0, same initial
+    weights, another plan) is trained, and the first run's update files are not taken
+    for its answers."""
+    from dataclasses import replace as with_
+
+    first = Federation(
+        runtime=_runtime(), dispatcher=_dispatcher(fleet), test=fleet["data"].test, config=CONFIG
+    )
+    first.run_round()
+    other = with_(CONFIG, seed=11, local_epochs=1)
+    second = Federation(
+        runtime=_runtime(), dispatcher=_dispatcher(fleet), test=fleet["data"].test, config=other
+    )
+    result = second.run_round()
+    assert result.completed == (0, 1, 2) and not result.rejected
+    simulated = Federation(data=fleet["data"], runtime=_runtime(), config=other)
+    simulated.run_round()
+    assert relative_difference(second.weights, simulated.weights) < 1e-4
+    assert relative_difference(second.weights, first.weights) > 1e-3

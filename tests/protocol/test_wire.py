@@ -314,3 +314,36 @@ def test_duplicate_keys_and_nonstandard_json_are_refused() -> None:
         decode(seal(body))
     with pytest.raises(ValueError, match="header is not plain JSON"):
         pack_frame(KIND_TASK, {"x": float("nan")})
+
+
+def test_a_run_id_travels_with_the_task_and_is_echoed_by_the_update() -> None:
+    import numpy as np
+
+    from fedlab.protocol import (
+        ProtocolError,
+        RoundTask,
+        TrainPlan,
+        UpdateEnvelope,
+        decode_task,
+        encode,
+    )
+
+    plan = TrainPlan(epochs=1, batch_size=2, learning_rate=0.1)
+    weights = (np.ones(3, np.float32),)
+    plain = RoundTask(round_index=0, model_version="m", plan=plan, weights=weights)
+    tagged = RoundTask(round_index=0, model_version="m", plan=plan, weights=weights, run_id="r-1")
+    assert decode_task(encode(tagged)).run_id == "r-1"
+    assert b"run_id" not in encode(plain)  # frames without a run keep their old bytes
+    assert tagged.expect_headers()["run_id"] == "r-1" and "run_id" not in plain.expect_headers()
+
+    class Update:
+        client_id, delta, num_examples, num_steps, metrics = 0, weights, 3, 1, {}
+
+    envelope = UpdateEnvelope.from_client_update(Update(), tagged)
+    assert envelope.engine_fields()["headers"]["run_id"] == "r-1"
+    from fedlab.protocol import KIND_TASK, pack_frame
+    from fedlab.protocol.wire import _task_header
+
+    bad = pack_frame(KIND_TASK, {**_task_header(tagged), "run_id": "../x"}, weights, b"")
+    with pytest.raises(ProtocolError, match="run_id must be empty or"):
+        decode_task(bad)  # a well-formed frame (CRC fine) with a bad run id
