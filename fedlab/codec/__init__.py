@@ -55,7 +55,7 @@ from fedlab.codec.randomk import RandomK
 from fedlab.codec.sign import Sign
 from fedlab.codec.ternary import Ternary
 from fedlab.codec.topk import TopK
-from fedlab.codec.wire import WIRE_VERSION
+from fedlab.protocol.container import WIRE_VERSION
 
 __all__ = [
     "QSGD",

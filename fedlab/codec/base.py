@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fedlab.codec.errors import CodecError
-from fedlab.codec.wire import (
+from fedlab.protocol.container import (
     KIND_STATE,
     KIND_UPDATE,
     Reader,

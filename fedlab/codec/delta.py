@@ -27,7 +27,7 @@ import numpy as np
 from fedlab.codec.base import Codec, CodecState, _expect_keys, check_arrays, from_config, register
 from fedlab.codec.entropy import Zlib
 from fedlab.codec.errors import CodecError
-from fedlab.codec.wire import KIND_DELTA, config_bytes, pack_container, unpack_container
+from fedlab.protocol.container import KIND_DELTA, config_bytes, pack_container, unpack_container
 
 __all__ = ["ModelDelta", "model_digest"]
 

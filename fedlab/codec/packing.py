@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedlab.codec.errors import CodecError
-from fedlab.codec.wire import Reader
+from fedlab.protocol.container import Reader
 
 __all__ = [
     "INDEX_MODES",

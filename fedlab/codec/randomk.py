@@ -16,7 +16,7 @@ import numpy as np
 
 from fedlab.codec.base import Sparsifier, _expect_keys, register
 from fedlab.codec.topk import check_ratio, kept
-from fedlab.codec.wire import Reader
+from fedlab.protocol.container import Reader
 
 __all__ = ["RandomK", "random_indices"]
 

@@ -18,7 +18,7 @@ import numpy as np
 from fedlab.codec.base import Quantizer, _expect_keys, register, segments
 from fedlab.codec.packing import pack_bits, packed_bits_size, unpack_bits
 from fedlab.codec.qsgd import read_scales
-from fedlab.codec.wire import Reader
+from fedlab.protocol.container import Reader
 
 __all__ = ["Sign"]
 

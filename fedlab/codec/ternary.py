@@ -16,7 +16,7 @@ import numpy as np
 from fedlab.codec.base import Quantizer, _expect_keys, register
 from fedlab.codec.packing import pack_trits, packed_trits_size, unpack_trits
 from fedlab.codec.qsgd import NORMS, read_scales, stochastic_levels, tensor_scales
-from fedlab.codec.wire import Reader
+from fedlab.protocol.container import Reader
 
 __all__ = ["Ternary"]
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from fedlab.codec.base import Sparsifier, _expect_keys, register
 from fedlab.codec.packing import INDEX_MODES, check_segments, pack_indices, unpack_indices
-from fedlab.codec.wire import Reader
+from fedlab.protocol.container import Reader
 
 __all__ = ["TopK", "check_ratio", "kept"]
 

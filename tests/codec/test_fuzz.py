@@ -30,7 +30,7 @@ from fedlab.codec import (
     chain,
     decode,
 )
-from fedlab.codec.wire import KIND_UPDATE, MAGIC, WIRE_VERSION, config_bytes, pack_container
+from fedlab.protocol.container import KIND_UPDATE, MAGIC, WIRE_VERSION, config_bytes, pack_container
 
 from .conftest import FUZZ, SHAPES, SMALL, codecs, update
 
@@ -186,7 +186,7 @@ def test_generic_decoder_rejects_any_other_codec_config(config) -> None:
     ],
 )
 def test_generic_decoder_rejects_crafted_configs(raw: bytes) -> None:
-    from fedlab.codec.wire import MAX_CONFIG_BYTES
+    from fedlab.protocol.container import MAX_CONFIG_BYTES
 
     if len(raw) > MAX_CONFIG_BYTES:  # too long to pack: write the frame by hand
         head = MAGIC + bytes((WIRE_VERSION, KIND_UPDATE, 0x80 | 0x7F, 0x7F, 0))

@@ -7,7 +7,7 @@ import math
 import pytest
 
 from fedlab.codec import QSGD, CodecState, RandomK, Sign, Ternary, TopK, chain
-from fedlab.codec.wire import config_bytes
+from fedlab.protocol.container import config_bytes
 
 from .conftest import SHAPES, SMALL, codecs, update
 

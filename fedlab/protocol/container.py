@@ -1,5 +1,8 @@
 """The byte container every codec payload travels in (versioned, self-describing).
 
+Part of the wire (an encoded update is an envelope's opaque body), so it lives with the
+other frames in :mod:`fedlab.protocol`; the codecs (:mod:`fedlab.codec`) fill its body.
+
 Layout (integers little-endian; ``varint`` is unsigned LEB128, at most 5 bytes)::
 
     magic    4 bytes   b"FLCD"
@@ -12,7 +15,7 @@ Layout (integers little-endian; ``varint`` is unsigned LEB128, at most 5 bytes):
 
 The reader checks the checksum, the magic, the version, the declared shapes against the
 shapes the caller expects (*before* anything is allocated from them) and the limits below;
-anything else is :class:`~fedlab.codec.errors.CodecError`.
+anything else is :class:`CodecError`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from fedlab.codec.errors import CodecError
-
 __all__ = [
     "KIND_DELTA",
     "KIND_STATE",
@@ -36,6 +37,7 @@ __all__ = [
     "MAX_CONFIG_BYTES",
     "MAX_TENSORS",
     "WIRE_VERSION",
+    "CodecError",
     "Container",
     "Reader",
     "Shapes",
@@ -45,6 +47,18 @@ __all__ = [
     "unpack_container",
     "varint",
 ]
+
+
+class CodecError(ValueError):
+    """A payload that is not a well-formed update for the expected shapes and codec.
+
+    Every decoder in :mod:`fedlab.codec` turns *any* malformed input (wrong magic or
+    version, a failed checksum, truncation, trailing bytes, shapes or a codec that differ
+    from what was expected, out-of-range codes or indices, non-finite values, a
+    decompression that would exceed the size the shapes allow) into this one exception,
+    with a message saying what was wrong. A server stage maps it to a rejected update.
+    """
+
 
 MAGIC = b"FLCD"
 WIRE_VERSION = 1
