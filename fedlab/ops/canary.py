@@ -5,9 +5,10 @@ A rollout of a candidate version goes:
 1. the canary cohort (a fraction of the fleet drawn by seed, or explicit device ids) is told to
    run the candidate; they report running it (:meth:`Registry.report_running`);
 2. each canary device evaluates the candidate *and* the current production version on its
-   own held-out data and reports the two accuracies (plain here; a sum through secure
-   aggregation would give the mean but not the per-device spread the test needs — see
-   :class:`CanaryPolicy`);
+   own held-out data and reports the paired difference — in plain, or (``secure=``) only
+   through secure aggregation: each device masks ``(dᵢ, dᵢ²)`` and the server unmasks
+   ``n``, ``Σdᵢ`` and ``Σdᵢ²``, exactly what the paired t bound needs (mean and sample
+   variance), and never sees one device's accuracy;
 3. a one-sided **non-inferiority test** on the paired differences ``dᵢ = acc_candᵢ − acc_curᵢ``:
    H₀: ``E[d] ≤ −tolerance`` (the candidate is worse by more than the tolerance) against
    H₁: ``E[d] > −tolerance``. The candidate is promoted only if H₀ is rejected at level
@@ -31,11 +32,14 @@ import numpy as np
 from fedlab.data.federated_dataset import ClientData
 from fedlab.federated.types import Weights
 from fedlab.ops.registry import Registry, RegistryError
+from fedlab.secure import RoundSetup, SecAggConfig
+from fedlab.secure.simulate import run_round as run_secure_round
 
 __all__ = [
     "CanaryDecision",
     "CanaryPolicy",
     "LocalEvaluator",
+    "bound_from_moments",
     "canary_cohort",
     "noninferiority_bound",
     "run_canary",
@@ -69,6 +73,10 @@ class CanaryPolicy:
         Resamples for the bootstrap.
     seed : int
         Draws the cohort and the bootstrap.
+    secure : SecAggConfig, optional
+        Report the differences through SecAgg+ (only their count, sum and sum of squares
+        reach the server; ``test`` must be ``"paired_t"``: a bootstrap needs the values).
+        Its ``clip`` must be at least 1 (``|dᵢ| ≤ 1``) and ``weighted`` False.
     """
 
     fraction: float = 0.1
@@ -79,8 +87,19 @@ class CanaryPolicy:
     test: Test = "paired_t"
     bootstrap_samples: int = 2000
     seed: int = 0
+    secure: SecAggConfig | None = None
 
     def __post_init__(self) -> None:
+        if self.secure is not None:
+            if not isinstance(self.secure, SecAggConfig):
+                raise TypeError(f"secure must be a SecAggConfig, got {self.secure!r}")
+            if self.test != "paired_t":
+                raise ValueError("a secure canary needs test='paired_t' (a bootstrap needs values)")
+            if self.secure.clip < 1 or self.secure.weighted:
+                raise ValueError(
+                    "secure canary: SecAggConfig needs clip >= 1 (|d| <= 1) and weighted=False, "
+                    f"got clip={self.secure.clip!r}, weighted={self.secure.weighted!r}"
+                )
         if not (isinstance(self.fraction, int | float) and 0 < self.fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1], got {self.fraction!r}")
         ids = tuple(self.device_ids)
@@ -108,6 +127,7 @@ class CanaryPolicy:
         """Plain-dict form."""
         out = asdict(self)
         out["device_ids"] = list(self.device_ids)
+        out["secure"] = repr(self.secure) if self.secure is not None else None
         return out
 
 
@@ -194,6 +214,37 @@ def noninferiority_bound(
     raise ValueError(f"test must be 'paired_t' or 'bootstrap', got {test!r}")
 
 
+def bound_from_moments(n: int, total: float, total_sq: float, *, alpha: float) -> float:
+    """The paired t lower bound of :func:`noninferiority_bound` from ``n``, ``Σd`` and
+    ``Σd²`` alone (what secure aggregation reveals). The sample variance is clamped at 0
+    (fixed-point rounding can make a tiny variance come out negative)."""
+    if n < 2:
+        raise ValueError(f"need at least 2 paired differences, got {n}")
+    from scipy import stats
+
+    mean = total / n
+    var = max(0.0, (total_sq - n * mean * mean) / (n - 1))
+    return mean - float(stats.t.ppf(1 - alpha, n - 1)) * math.sqrt(var) / math.sqrt(n)
+
+
+def _secure_moments(
+    diffs: dict[int, float], config: SecAggConfig, round_index: int
+) -> tuple[int, float, float]:
+    """``n, Σd, Σd²`` of the devices' differences, unmasked by SecAgg+ (in process)."""
+    try:
+        setup = RoundSetup.create(
+            config, round_index=round_index, cohort=sorted(diffs), dimension=2
+        )
+    except ValueError as exc:  # a threshold this cohort cannot meet
+        raise RegistryError(f"secure canary: {exc}") from None
+    vectors = {c: np.array([d, d * d]) for c, d in diffs.items()}
+    out = run_secure_round(setup, vectors, dict.fromkeys(diffs, 1))
+    if not out.ok or out.result is None:
+        raise RegistryError(f"secure canary aggregation failed: {out.failure}")
+    n = len(out.result.contributors)
+    return n, float(out.result.total[0]), float(out.result.total[1])
+
+
 def run_canary(
     registry: Registry,
     candidate: str,
@@ -238,18 +289,33 @@ def run_canary(
 
     registry.promote(cand, "canary", reason="canary start", detail={"cohort": list(cohort)})
     registry.report_running(cohort, cand)
-    pairs = []
+    pairs: dict[int, tuple[float, float]] = {}
     for device in cohort:
         a_cand = float(evaluate(cand_w, holdout[device]))
         a_base = float(evaluate(base_w, holdout[device]))
         if math.isfinite(a_cand) and math.isfinite(a_base):
-            pairs.append((a_cand, a_base))
-    diffs = tuple(c - b for c, b in pairs)
-    cand_acc = float(np.mean([c for c, _ in pairs])) if pairs else math.nan
-    base_acc = float(np.mean([b for _, b in pairs])) if pairs else math.nan
-    if len(diffs) < policy.min_devices:
+            pairs[device] = (a_cand, a_base)
+    diffs = tuple(c - b for c, b in pairs.values())
+    cand_acc = float(np.mean([c for c, _ in pairs.values()])) if pairs else math.nan
+    base_acc = float(np.mean([b for _, b in pairs.values()])) if pairs else math.nan
+    secure_n = len(diffs)
+    if policy.secure is not None and len(diffs) >= policy.min_devices:
+        # the server learns n, Σd, Σd² only: no per-device difference, no accuracies
+        secure_n, total, total_sq = _secure_moments(
+            {d: c - b for d, (c, b) in pairs.items()}, policy.secure, round_index=policy.seed
+        )
+        diffs, cand_acc, base_acc = (), math.nan, math.nan
+    if secure_n < policy.min_devices:
         bound, promoted = math.nan, False
-        reason = f"only {len(diffs)} canary devices reported (need {policy.min_devices})"
+        reason = f"only {secure_n} canary devices reported (need {policy.min_devices})"
+    elif policy.secure is not None:
+        bound = bound_from_moments(secure_n, total, total_sq, alpha=policy.alpha)
+        promoted = bound > -policy.tolerance
+        relation = ">" if promoted else "<="
+        reason = (
+            f"paired_t (secure sums of {secure_n} devices) {1 - policy.alpha:.0%} lower bound "
+            f"of the accuracy change {bound:+.4f} {relation} -{policy.tolerance:g}"
+        )
     else:
         bound = noninferiority_bound(
             diffs,
@@ -264,7 +330,10 @@ def run_canary(
             f"{policy.test} {1 - policy.alpha:.0%} lower bound of the accuracy change "
             f"{bound:+.4f} {relation} -{policy.tolerance:g}"
         )
-    mean_diff = float(np.mean(diffs)) if diffs else math.nan
+    if policy.secure is not None and secure_n >= policy.min_devices:
+        mean_diff = total / secure_n
+    else:
+        mean_diff = float(np.mean(diffs)) if diffs else math.nan
     decision = CanaryDecision(
         candidate=cand,
         baseline=base,
