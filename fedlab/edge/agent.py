@@ -45,11 +45,21 @@ from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
 from fedlab.edge.trainer import LiteRTTrainer
 from fedlab.edge.transport import FileTransport, Transport
 from fedlab.federated.types import ClientPlan
+from fedlab.log import get_logger
 from fedlab.protocol import RoundTask, UpdateEnvelope, encoded_size
 from fedlab.protocol.signing import sign_envelope
 from fedlab.secure.identity import DeviceIdentity
 
-__all__ = ["LAST_ROUND_FILE", "DeviceAgent", "main", "peak_rss_mb", "transport_from_config"]
+__all__ = [
+    "LAST_ROUND_FILE",
+    "DeviceAgent",
+    "enrolment",
+    "main",
+    "peak_rss_mb",
+    "transport_from_config",
+]
+
+_log = get_logger("fedlab.edge.agent")  # not __name__: it runs as __main__ too
 
 LAST_ROUND_FILE = "last_round.json"
 
@@ -268,24 +278,25 @@ def _start(config: DeviceConfig, *, loop: bool, interval: float) -> DeviceAgent:
             if not loop:
                 raise
             if not waiting:
-                print(
-                    f"fedlab-agent: waiting for local data: {exc} (copy it there; "
-                    f"checking every {interval:g} s)",
-                    file=sys.stderr,
-                    flush=True,
+                _log.warning(
+                    "fedlab-agent: waiting for local data: %s (copy it there; checking every %g s)",
+                    exc,
+                    interval,
                 )
                 waiting = True
             time.sleep(interval)
 
 
-def _enrol(config: DeviceConfig) -> int:
-    """Print ``{"device_id", "public_key"}`` (hex): what the server's registry enrols."""
+def enrolment(config: DeviceConfig) -> dict[str, str]:
+    """``{"device_id", "public_key"}`` (hex): what the server's registry enrols (the key is
+    generated on first use and kept in ``state_dir``)."""
     if not config.state_dir:
         raise ConfigError("--enrol needs 'state_dir' (the key and the device id are kept there)")
     config = resolve_device_id(config)
-    key = public_key(device_key(config.state_dir))
-    print(json.dumps({"device_id": config.device_id, "public_key": key.hex()}), flush=True)
-    return 0
+    return {
+        "device_id": config.device_id,
+        "public_key": public_key(device_key(config.state_dir)).hex(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = DeviceConfig.load(args.config)
         if args.enrol:
-            return _enrol(config)
+            print(json.dumps(enrolment(config)), flush=True)
+            return 0
         agent = _start(config, loop=args.loop, interval=args.interval)
     except ConfigError as exc:
         print(f"fedlab-agent: configuration error: {exc}", file=sys.stderr)

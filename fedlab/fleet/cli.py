@@ -44,7 +44,6 @@ __all__ = ["main", "superlink_main"]
 
 
 def _exec(args: list[str], *, dry: bool) -> int:
-    print(shlex.join(args), flush=True)
     if dry:
         return 0
     bin_dir = str(Path(args[0]).parent)
@@ -139,7 +138,7 @@ def _superlink_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--print", action="store_true", dest="dry", help="print the command only")
 
 
-def _run_superlink(a: argparse.Namespace) -> int:
+def _superlink_argv(a: argparse.Namespace) -> list[str]:
     if bool(a.certs) == bool(a.insecure):
         raise ValueError("give --certs DIR (TLS) or --insecure")
     certs = _certs(a.certs) if a.certs else None
@@ -150,31 +149,31 @@ def _run_superlink(a: argparse.Namespace) -> int:
         node_auth=certs is not None and not a.no_node_auth,
         database=str(Path(a.database).resolve()) if a.database else None,
     )
-    return _exec(args, dry=a.dry)
+    return args
 
 
-def _status(a: argparse.Namespace) -> int:
-    rc = 0
-    for title, cmd in (
+def _status_commands(a: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    return [
         ("nodes", ["supernode", "ls", a.app, FEDERATION, "--format", "json"]),
         ("runs", ["ls", a.app, FEDERATION, "--format", "json"]),
-    ):
-        print(f"== {title}", flush=True)
-        rc = rc or _flwr(cmd)
-    if a.out_dir:
-        from fedlab.fleet.run import read_run_output
+    ]
 
-        out = read_run_output(a.out_dir)
-        print("== devices", flush=True)
-        print(json.dumps(out.get("nodes", {}), indent=2))
-        print("== rounds", flush=True)
-        for r in out.get("history", []):
-            print(
-                f"round {r['round_index']}: completed {r['completed']} dropped {r['dropped']} "
-                f"stragglers {r['stragglers']} failed {r['failed']} "
-                f"accuracy {r['test_accuracy']:.3f}"
-            )
-    return 1 if rc else 0
+
+def _status_lines(a: argparse.Namespace) -> list[str]:
+    """Per-device state and the rounds of a run's output folder (``--out-dir``)."""
+    if not a.out_dir:
+        return []
+    from fedlab.fleet.run import read_run_output
+
+    out = read_run_output(a.out_dir)
+    lines = ["== devices", json.dumps(out.get("nodes", {}), indent=2), "== rounds"]
+    for r in out.get("history", []):
+        lines.append(
+            f"round {r['round_index']}: completed {r['completed']} dropped {r['dropped']} "
+            f"stragglers {r['stragglers']} failed {r['failed']} "
+            f"accuracy {r['test_accuracy']:.3f}"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
                 private, public = make_node_key(a.out, name)
                 print(f"{name}: private {private} (copy to the board), public {public} (register)")
         elif a.command == "superlink":
-            return _run_superlink(a)
+            args = _superlink_argv(a)
+            print(shlex.join(args), flush=True)
+            return _exec(args, dry=a.dry)
         elif a.command == "supernode":
             if bool(a.ca) == bool(a.insecure):
                 raise ValueError("give --ca ca.crt (TLS) or --insecure")
@@ -202,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 key=str(Path(a.key).resolve()) if a.key else None,
                 clientappio=a.clientappio,
             )
+            print(shlex.join(args), flush=True)
             return _exec(args, dry=a.dry)
         elif a.command == "app":
             print(write_app(a.out, control_address=a.control, ca_cert=a.ca))
@@ -213,7 +215,13 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--run-config", " ".join(a.config)]
             return 1 if _flwr(cmd) else 0
         elif a.command == "status":
-            return _status(a)
+            rc = 0
+            for title, cmd in _status_commands(a):
+                print(f"== {title}", flush=True)
+                rc = rc or _flwr(cmd)
+            for line in _status_lines(a):
+                print(line, flush=True)
+            return 1 if rc else 0
     except (ValueError, FileNotFoundError) as exc:
         print(f"fedlab-fleet {a.command}: {exc}", file=sys.stderr)
         return 2

@@ -38,9 +38,12 @@ from fedlab.edge.agent import DeviceAgent, peak_rss_mb
 from fedlab.edge.config import DeviceConfig
 from fedlab.edge.transport import InProcessTransport
 from fedlab.fleet.messages import frame_of, reply_content
+from fedlab.log import configure_logging, get_logger
 from fedlab.protocol import ProtocolError, decode_task, encode
 
 __all__ = ["REFUSED", "app", "node_settings"]
+
+_log = get_logger("fedlab.fleet.clientapp")
 
 #: Error code of a reply whose task the device refused (Flower's own codes are below 100).
 REFUSED = 100
@@ -115,6 +118,9 @@ def hello(msg: Message, context: Context) -> Message:
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the task in the message; reply with the encoded update envelope."""
+    # Each message runs in a flwr-clientapp process of its own, with this app as its
+    # program: its progress lines go to the SuperNode's log (stderr) at INFO.
+    configure_logging("info")
     start = time.perf_counter()
     _, cid = node_settings(context)
     transport = InProcessTransport()
@@ -128,11 +134,7 @@ def train(msg: Message, context: Context) -> Message:
             Error(REFUSED, f"task for client {task.client_id}, this node is client {cid}"),
             reply_to=msg,
         )
-    print(
-        f"fedlab-clientapp: client {cid} training round {task.round_index}",
-        file=sys.stderr,
-        flush=True,
-    )
+    _log.info("client %d training round %d", cid, task.round_index)
     time.sleep(_delay(context))
     transport.task = task
     try:
