@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                     {
                         "device_id": agent.config.device_id,
                         "accelerator": agent.accelerator,
+                        "registry_version": agent.manifest.info.get("registry_version", ""),
                         "round_index": task.round_index,
                         "num_examples": envelope.num_examples,
                         "num_steps": envelope.num_steps,

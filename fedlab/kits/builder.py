@@ -234,6 +234,7 @@ def build_kit(
     edgetpu_model: str | Path | None = None,
     wheelhouse: str | Path | None = None,
     kit_version: int | None = None,
+    registry_version: str = "",
 ) -> Kit:
     """Build and sign a device kit for ``model``.
 
@@ -267,6 +268,9 @@ def build_kit(
         ``--online-install``.
     kit_version : int, optional
         The signed version (default: one more than the last kit of this signing key).
+    registry_version : str
+        The model registry version (``fedlab.ops.Registry``) the kit's model was exported
+        from, recorded in the signed manifest; devices report it as the version they run.
 
     Raises
     ------
@@ -276,6 +280,10 @@ def build_kit(
     """
     if target not in KIT_TARGETS:
         raise ValueError(f"target must be one of {KIT_TARGETS}, got {target!r}")
+    if not isinstance(registry_version, str) or (
+        registry_version and not all(c in "0123456789abcdef" for c in registry_version)
+    ):
+        raise ValueError(f"registry_version must be a hex version id, got {registry_version!r}")
     if target == "coral" and representative is None:
         raise ValueError("target 'coral' needs representative data for int8 calibration")
     key_path = Path(signing_key)
@@ -351,6 +359,7 @@ def build_kit(
                 "mode": mode,
                 "model_name": model.name,
                 "model": info,
+                "registry_version": registry_version,
                 "fedlab": fedlab.__version__,
                 "wheel": wheel.name,
                 "python": "3.11",
