@@ -23,7 +23,7 @@ QUIET := 2> >(grep -v --line-buffered -E 'Unable to register cu(DNN|FFT|BLAS) fa
 SYSTEM_PACKAGES := chromium shellcheck
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: setup python-check system-deps run test test-portability lab bench lint format hooks lock clean wheelhouse
+.PHONY: setup python-check system-deps run test test-fleet test-portability lab bench lint format hooks lock clean wheelhouse
 
 # TensorFlow 2.15 (and so tensorflow-privacy 0.9) has wheels for Python 3.9-3.11 only, and the
 # lock is made on 3.11: any other Python would end in a long pip resolution error.
@@ -65,11 +65,18 @@ system-deps:
 run: setup
 	$(BIN)/python -m fedlab.runbook --out build $(QUIET)
 
-## The tests (unit tests + every notebook under papermill in SMOKE mode), then the
-## portability tests again with oneDNN off (see test-portability).
+## The tests (unit tests + every notebook under papermill in SMOKE mode), then the Flower
+## fleet tests on their own (test-fleet) and the portability tests with oneDNN off.
 test: setup system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS) $(QUIET)
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not fleet" $(QUIET)
+	@$(MAKE) --no-print-directory test-fleet
 	@$(MAKE) --no-print-directory test-portability
+
+## The tests that start real Flower processes (SuperLink, SuperNodes) on 127.0.0.1, in one
+## process after the rest: their deadlines and heartbeats must not compete with a second
+## pytest worker for the CPU.
+test-fleet: setup
+	$(BIN)/python -m pytest -m fleet $(QUIET)
 
 ## The tests marked `portability` with TensorFlow's oneDNN kernels forced off: the kernel set
 ## of AVX2-only x86 and ARM CPUs, which a machine with AVX-512 VNNI/AMX would otherwise hide.

@@ -184,6 +184,9 @@ class FlowerDispatcher:
         Seconds between pulls (Flower's own ``send_and_receive`` polls every 3 s).
     hello_timeout_s : float
         How long an enrolment query waits for answers.
+    offline_grace_s : float
+        A node must stay offline this long before its task is given up (a loaded board's
+        late heartbeat makes it look offline for a moment).
     """
 
     def __init__(
@@ -195,11 +198,13 @@ class FlowerDispatcher:
         timeout_s: float = 120.0,
         poll_s: float = 0.5,
         hello_timeout_s: float = 30.0,
+        offline_grace_s: float = 10.0,
     ) -> None:
         for name, value in (
             ("timeout_s", timeout_s),
             ("poll_s", poll_s),
             ("hello_timeout_s", hello_timeout_s),
+            ("offline_grace_s", offline_grace_s),
         ):
             if not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")
@@ -211,6 +216,7 @@ class FlowerDispatcher:
         self.timeout_s = float(timeout_s)
         self.poll_s = float(poll_s)
         self.hello_timeout_s = float(hello_timeout_s)
+        self.offline_grace_s = float(offline_grace_s)
         self.nodes: dict[int, NodeInfo] = {}  # client id -> node
         self._asked: set[int] = set()  # node ids already asked who they are
         self.notes: list[str] = []  # enrolment problems, for the operator
@@ -315,6 +321,7 @@ class FlowerDispatcher:
         dst = {mid: int(m.metadata.dst_node_id) for mid, m in zip(ids, messages, strict=True)}
         pending = {mid for mid in ids if mid}
         replies: dict[str, tuple[Message, float]] = {}
+        offline_since: dict[str, float] = {}
         while pending:
             for reply in self.grid.pull_messages(sorted(pending)):
                 mid = str(reply.metadata.reply_to_message_id)
@@ -324,8 +331,20 @@ class FlowerDispatcher:
             if not pending or time.monotonic() >= limit:
                 break
             if gone is not None:
-                online = self.online()
-                left = {mid for mid in pending if dst[mid] not in online}
+                # A node counts as gone only after it stayed offline for offline_grace_s: a
+                # busy board's late heartbeat makes the SuperLink list it offline for a
+                # moment, and giving up on it then would turn a slow reply into a straggler.
+                online, now = self.online(), time.monotonic()
+                for mid in pending:
+                    if dst[mid] in online:
+                        offline_since.pop(mid, None)
+                    else:
+                        offline_since.setdefault(mid, now)
+                left = {
+                    mid
+                    for mid in pending
+                    if mid in offline_since and now - offline_since[mid] >= self.offline_grace_s
+                }
                 if left:
                     gone(left)
                     pending -= left
