@@ -235,7 +235,9 @@ class DeviceAgent:
         path = None
         state = CodecState(seed=task.client_id, step=task.round_index)  # stateless default
         if self.config.state_dir:
-            key = hashlib.sha256(f"{task.client_id}:{task.plan.codec}".encode()).hexdigest()
+            key = hashlib.sha256(
+                f"{task.run_id}:{task.client_id}:{task.plan.codec}".encode()
+            ).hexdigest()  # a new run starts from a zero residual
             path = Path(self.config.state_dir) / f"codec-{key[:16]}.state"
             state = (
                 CodecState.from_bytes(path.read_bytes())

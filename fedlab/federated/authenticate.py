@@ -71,17 +71,20 @@ class SignUpdate:
         if identity is None:
             raise KeyError(f"client {envelope.client_id} has no signing key")
         base = _server_base(context)
+        run_id = str(context.expect_headers.get("run_id", ""))
         header = signed_header(
             client_id=envelope.client_id,
             round_index=context.round_index,
             base_version=base,
             num_examples=envelope.num_examples,
             body=envelope.body,
+            run_id=run_id,
         )
         headers = {
             **envelope.headers,
             "round_index": context.round_index,
             "base_version": base,
+            **({"run_id": run_id} if run_id else {}),
             SIGNATURE_HEADER: identity.sign(header.canonical()).hex(),
         }
         return replace(envelope, headers=headers)
@@ -114,6 +117,11 @@ class VerifySignature:
             raise TypeError(f"registry must be an IdentityRegistry, got {self.registry!r}")
         if not isinstance(self.required, bool):
             raise TypeError(f"required must be a bool, got {self.required!r}")
+        object.__setattr__(self, "verifier", UpdateVerifier(self.registry))
+
+    def reset(self) -> None:
+        """Forget the rounds accepted so far (a federation reset starts again at round 0;
+        ``Federation.reset`` calls this)."""
         object.__setattr__(self, "verifier", UpdateVerifier(self.registry))
 
     def apply(self, envelope: Envelope, context: StageContext) -> Envelope:
@@ -149,6 +157,7 @@ class VerifySignature:
                 base_version=claimed_base,
                 num_examples=int(n),
                 body=envelope.body,
+                run_id=str(headers.get("run_id", "")),
             )
         except (TypeError, ValueError) as exc:
             raise UpdateRejected(f"cannot check the signature: {exc}") from None

@@ -130,6 +130,9 @@ def _fleet_digest(test: LabeledArrays, dispatcher: Dispatcher) -> str:
     h.update(np.asarray([dispatcher.enrolled_examples(c) for c in range(n)]).tobytes())
     h.update(np.ascontiguousarray(test.x[:64]).tobytes())
     h.update(np.ascontiguousarray(test.y).tobytes())
+    codec = getattr(dispatcher, "codec", None)
+    if codec is not None:  # devices told to encode: a dense run's checkpoint is another one
+        h.update(repr(codec.get_config()).encode())
     return h.hexdigest()[:16]
 
 
@@ -322,9 +325,10 @@ class Federation:
         self._strategy_state = dict(self.strategy.init_state(self._weights))
         self._history = History()
         self._rounds_done = 0
-        forget = getattr(self.dispatcher, "reset", None)
-        if callable(forget):  # clients' state too (codec residuals…): a fresh start
-            forget()
+        for holder in (self.dispatcher, *self.pipeline.client, *self.pipeline.server):
+            forget = getattr(holder, "reset", None)
+            if callable(forget):  # clients' state, a verifier's replay memory: a fresh start
+                forget()
 
     def update_config(self, config: FederationConfig) -> None:
         """Use ``config`` from the next round on (validated before anything changes)."""

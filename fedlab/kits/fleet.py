@@ -15,6 +15,7 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -154,11 +155,20 @@ def run_agents(
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     start = time.monotonic()
     waiting = list(devices)
-    running: dict[str, tuple[EmulatedDevice, subprocess.Popen[str]]] = {}
+    running: dict[str, tuple[EmulatedDevice, subprocess.Popen[bytes], Any, Any]] = {}
     runs: dict[str, AgentRun] = {}
 
-    def finish(device: EmulatedDevice, proc: subprocess.Popen[str], killed: bool) -> None:
-        out, err = proc.communicate()
+    def finish(device: EmulatedDevice, proc: subprocess.Popen[bytes], killed: bool) -> None:
+        # Output goes to files, not pipes: a chatty agent never blocks on a full pipe
+        # (which would look like a straggler).
+        _, _, out_file, err_file = running[device.device_id]
+        proc.wait()
+        out_file.seek(0)
+        err_file.seek(0)
+        out = out_file.read().decode(errors="replace")
+        err = err_file.read().decode(errors="replace")
+        out_file.close()
+        err_file.close()
         lines = [line for line in out.splitlines() if line.startswith("{")]
         report = json.loads(lines[-1]) if lines else {}
         message = err.strip().splitlines()[-1] if err.strip() else ""
@@ -174,17 +184,14 @@ def run_agents(
         while waiting or running:
             while waiting and len(running) < workers:
                 device = waiting.pop(0)
+                out_file, err_file = tempfile.TemporaryFile(), tempfile.TemporaryFile()
                 proc = subprocess.Popen(
-                    _agent_command(device),
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                    env=env,
+                    _agent_command(device), stdout=out_file, stderr=err_file, env=env
                 )
-                running[device.device_id] = (device, proc)
+                running[device.device_id] = (device, proc, out_file, err_file)
             time.sleep(0.02)
             over = time.monotonic() - start > timeout_s
-            for device_id, (device, proc) in list(running.items()):
+            for device_id, (device, proc, _, _) in list(running.items()):
                 if proc.poll() is not None or over:
                     if proc.poll() is None:
                         proc.kill()
@@ -199,9 +206,11 @@ def run_agents(
                     )
                 waiting = []
     finally:
-        for _, proc in running.values():  # an interrupt must not leave agents behind
+        for _, proc, out_file, err_file in running.values():  # never leave agents behind
             proc.kill()
-            proc.communicate()
+            proc.wait()
+            out_file.close()
+            err_file.close()
     return runs
 
 
@@ -220,16 +229,28 @@ def enrol_devices(
     """
     registry = IdentityRegistry()
     for cid, device in enumerate(devices):
-        proc = subprocess.run(
-            [*_agent_command(device), "--enrol"],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        try:
+            proc = subprocess.run(
+                [*_agent_command(device), "--enrol"],
+                capture_output=True,
+                text=True,
+                timeout=timeout_s,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(
+                f"{device.device_id}: --enrol gave no answer in {timeout_s:g} s"
+            ) from None
         if proc.returncode != 0:
             raise RuntimeError(f"{device.device_id}: --enrol failed: {proc.stderr.strip()}")
-        record = json.loads(proc.stdout.strip().splitlines()[-1])
+        try:
+            record = json.loads(proc.stdout.strip().splitlines()[-1])
+            record["device_id"], bytes.fromhex(record["public_key"])
+        except (IndexError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise RuntimeError(
+                f"{device.device_id}: --enrol printed no enrolment record ({exc!r}): "
+                f"{proc.stdout.strip()[-200:]!r}"
+            ) from None
         if record["device_id"] != device.device_id:
             raise RuntimeError(f"{device.device_id}: the device reports id {record['device_id']!r}")
         registry.enrol(cid, bytes.fromhex(record["public_key"]))

@@ -299,11 +299,12 @@ def run_canary(
     cand_acc = float(np.mean([c for c, _ in pairs.values()])) if pairs else math.nan
     base_acc = float(np.mean([b for _, b in pairs.values()])) if pairs else math.nan
     secure_n = len(diffs)
-    if policy.secure is not None and len(diffs) >= policy.min_devices:
+    if policy.secure is not None:
         # the server learns n, Σd, Σd² only: no per-device difference, no accuracies
-        secure_n, total, total_sq = _secure_moments(
-            {d: c - b for d, (c, b) in pairs.items()}, policy.secure, round_index=policy.seed
-        )
+        if len(diffs) >= policy.min_devices:
+            secure_n, total, total_sq = _secure_moments(
+                {d: c - b for d, (c, b) in pairs.items()}, policy.secure, round_index=policy.seed
+            )
         diffs, cand_acc, base_acc = (), math.nan, math.nan
     if secure_n < policy.min_devices:
         bound, promoted = math.nan, False

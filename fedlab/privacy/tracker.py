@@ -34,6 +34,7 @@ def _dp_parameters(federation: Federation) -> tuple[float, Any]:
 def _check_client_clipping(federation: Federation) -> None:
     """Under secure aggregation the server never sees an update to clip: the accounting
     holds only if every client clips to at most the strategy's C before it masks."""
+    from fedlab.federated.authenticate import SignUpdate
     from fedlab.federated.stages import ClipUpdate
 
     clip = getattr(federation.strategy, "clip_norm", None)
@@ -42,12 +43,23 @@ def _check_client_clipping(federation: Federation) -> None:
             "with secure aggregation the DP strategy must use a fixed clip_norm (adaptive "
             "clipping needs each client's clipped bit, which the sum hides)"
         )
-    clips = [s.clip_norm for s in federation.pipeline.client if isinstance(s, ClipUpdate)]
-    if not clips or min(clips) > clip:
+    if getattr(federation.dispatcher, "pipeline", None) is not federation.pipeline:
         raise ValueError(
-            "with secure aggregation the server cannot clip: the pipeline needs a client "
-            f"stage ClipUpdate(clip_norm <= {clip:g}) so that the sensitivity the accounting "
-            f"assumes holds (client stages now: {[s.name for s in federation.pipeline.client]})"
+            f"with secure aggregation the clients must clip, but this dispatcher "
+            f"({type(federation.dispatcher).__name__}) does not run the pipeline's client "
+            "stages: the accounted sensitivity would not be enforced"
+        )
+    stages = list(federation.pipeline.client)
+    # The last stage that may change the tensors must be the clip: a codec after it
+    # (error feedback adds a residual, quantisation rounds) can raise the norm above C.
+    changing = [s for s in stages if not isinstance(s, SignUpdate)]
+    last = changing[-1] if changing else None
+    if not isinstance(last, ClipUpdate) or last.clip_norm > clip:
+        raise ValueError(
+            "with secure aggregation the server cannot clip: the pipeline's last client "
+            f"stage that changes the update must be ClipUpdate(clip_norm <= {clip:g}) so "
+            "that the sensitivity the accounting assumes holds (client stages now: "
+            f"{[s.name for s in stages]})"
         )
 
 

@@ -72,14 +72,16 @@ def signed_header(
     base_version: str,
     num_examples: int,
     body: Any,
+    run_id: str = "",
 ) -> UpdateHeader:
-    """The header a signature covers, for an update of ``body``."""
+    """The header a signature covers, for an update of ``body`` (in run ``run_id``)."""
     return UpdateHeader(
         round_index=round_index,
         model_version=base_version,
         client_id=client_id,
         num_examples=num_examples,
         payload_sha256=payload_sha256(body),
+        run_id=run_id,
     )
 
 
@@ -103,6 +105,7 @@ def sign_envelope(envelope: UpdateEnvelope, identity: DeviceIdentity) -> UpdateE
         base_version=envelope.base_version,
         num_examples=envelope.num_examples,
         body=envelope.body,
+        run_id=str(envelope.headers.get("run_id", "")),
     )
     signature = identity.sign(header.canonical())
     return replace(envelope, headers={**envelope.headers, SIGNATURE_HEADER: signature.hex()})

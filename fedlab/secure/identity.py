@@ -56,6 +56,9 @@ class UpdateHeader:
         The claimed example count.
     payload_sha256 : str
         Hex SHA-256 of the payload bytes (the masked or plain update as sent).
+    run_id : str
+        The server's run the update answers (empty: none; then the signed bytes are the
+        same as before run ids existed).
     """
 
     round_index: int
@@ -63,6 +66,7 @@ class UpdateHeader:
     client_id: int
     num_examples: int
     payload_sha256: str
+    run_id: str = ""
 
     def __post_init__(self) -> None:
         for name in ("round_index", "num_examples"):
@@ -74,6 +78,8 @@ class UpdateHeader:
             raise ValueError(f"model_version must be a non-empty str, got {self.model_version!r}")
         if not isinstance(self.payload_sha256, str) or len(self.payload_sha256) != 64:
             raise ValueError(f"payload_sha256 must be 64 hex chars, got {self.payload_sha256!r}")
+        if not isinstance(self.run_id, str):
+            raise ValueError(f"run_id must be a str, got {self.run_id!r}")
 
     def canonical(self) -> bytes:
         """The exact bytes signed: a domain tag and sorted compact JSON."""
@@ -84,6 +90,8 @@ class UpdateHeader:
             "payload_sha256": self.payload_sha256,
             "round_index": self.round_index,
         }
+        if self.run_id:  # a run binds the signature to it (another run's copy fails)
+            body["run_id"] = self.run_id
         return _DOMAIN + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
     def to_dict(self) -> dict[str, Any]:

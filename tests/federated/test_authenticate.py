@@ -198,3 +198,31 @@ def test_constructors_are_strict(identities) -> None:
             Envelope(client_id=0, num_examples=1, body=(np.zeros(3, np.float32),)),
             _context(0, (np.zeros(3, np.float32),)),
         )
+
+
+def test_the_run_id_is_signed_and_a_reset_forgets_the_accepted_rounds(identities) -> None:
+    weights = tuple(np.ones(s, np.float32) for s in SHAPES)
+    body = tuple(np.full(s, 0.1, np.float32) for s in SHAPES)
+    run_a = replace(_context(0, weights), expect_headers={"run_id": "run-a"})
+    signed = SignUpdate(identities).apply(Envelope(client_id=1, num_examples=5, body=body), run_a)
+    assert signed.headers["run_id"] == "run-a"
+    # copied into another run (its header edited to match): the signature no longer verifies
+    moved = replace(signed, headers={**signed.headers, "run_id": "run-b"})
+    verify = VerifySignature(registry_of(identities))
+    with pytest.raises(UpdateRejected, match="forged"):
+        verify.apply(moved, replace(run_a, expect_headers={"run_id": "run-b"}))
+    verify.apply(signed, run_a)
+    with pytest.raises(UpdateRejected, match="replayed"):
+        verify.apply(signed, run_a)
+    verify.reset()  # what Federation.reset() calls: a fresh run starts at round 0 again
+    verify.apply(signed, run_a)
+
+
+def test_a_federation_reset_resets_the_verifiers_memory(identities) -> None:
+    pipeline = Pipeline(
+        client=(SignUpdate(identities),), server=(VerifySignature(registry_of(identities)),)
+    )
+    fed = run(pipeline, rounds=2)
+    fed.reset()
+    fed.run(1)
+    assert len(fed.history[-1].completed) == N and not fed.history[-1].rejected

@@ -60,3 +60,19 @@ def test_a_secure_canary_needs_the_t_test_and_a_ring_for_differences() -> None:
         CanaryPolicy(secure=SecAggConfig(threshold=3, clip=0.5, weighted=False))
     with pytest.raises(TypeError, match="SecAggConfig"):
         CanaryPolicy(secure={"threshold": 3})  # type: ignore[arg-type]
+
+
+def test_a_secure_canary_that_falls_short_reveals_no_device_value(
+    tmp_path, sensor_fleet, production
+):
+    reg = Registry(tmp_path)
+    base = reg.register(production).id
+    reg.promote(base)
+    other = reg.register(candidate(sensor_fleet, production, seed=5, rounds=1)).id
+    policy = CanaryPolicy(device_ids=(1, 2, 3), min_devices=5, secure=SECURE)
+    decision = run_canary(
+        reg, other, holdout=sensor_fleet.holdout(), evaluate=RUNTIME.accuracy, policy=policy
+    )
+    assert not decision.promoted and "only 3 canary devices" in decision.reason
+    assert decision.differences == ()
+    assert np.isnan(decision.candidate_accuracy) and np.isnan(decision.baseline_accuracy)

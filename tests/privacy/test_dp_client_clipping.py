@@ -107,9 +107,7 @@ def test_under_secure_aggregation_the_ledger_requires_client_clipping() -> None:
 
     for stages in ((), (ClipUpdate(2.0),)):
         fed = _secure_dp_federation(stages)
-        with pytest.raises(
-            ValueError, match=r"needs a client stage ClipUpdate\(clip_norm <= 0.5\)"
-        ):
+        with pytest.raises(ValueError, match=r"must be ClipUpdate\(clip_norm <= 0.5\)"):
             PrivacyTracker(population=12, delta=1e-5).attach(fed)
     fed = _secure_dp_federation((ClipUpdate(0.5),))
     tracker = PrivacyTracker(population=12, delta=1e-5).attach(fed)
@@ -125,3 +123,14 @@ def test_under_secure_aggregation_the_ledger_requires_client_clipping() -> None:
     plain.run(2)
     assert central.ledger.epsilon() == pytest.approx(tracker.ledger.epsilon())
     assert "central DP" in central.privacy_statement()
+
+
+def test_under_secure_aggregation_the_clip_must_be_the_last_change() -> None:
+    from fedlab.codec import QSGD
+    from fedlab.federated import EncodeUpdate
+    from fedlab.federated.stages import ClipUpdate
+    from fedlab.privacy import PrivacyTracker
+
+    fed = _secure_dp_federation((ClipUpdate(0.5), EncodeUpdate(QSGD(bits=4))))
+    with pytest.raises(ValueError, match="last client stage that changes the update"):
+        PrivacyTracker(population=12, delta=1e-5).attach(fed)
