@@ -49,7 +49,27 @@ def _task(plan: Any, tasks: RoundTasks, model_version: str, deadline: float) -> 
     )
 
 
-class AgentDispatcher:
+class _EnrolledFleet:
+    """The roster half of the ``Dispatcher`` protocol for fleets of real devices: client
+    ``i`` enrolled with ``enrolled[i]`` examples, no simulated profile."""
+
+    enrolled: tuple[int, ...]
+
+    @property
+    def num_clients(self) -> int:
+        """Number of enrolled clients."""
+        return len(self.enrolled)
+
+    def enrolled_examples(self, client_id: int) -> int:
+        """The client's enrolled data size."""
+        return self.enrolled[client_id]
+
+    def profile(self, client_id: int) -> ClientProfile:
+        """A default profile (real devices take the time they take)."""
+        return ClientProfile()
+
+
+class AgentDispatcher(_EnrolledFleet):
     """Device agents in this process, one per client id, over
     :class:`~fedlab.edge.transport.InProcessTransport`.
 
@@ -78,19 +98,6 @@ class AgentDispatcher:
                 )
         self.agents = dict(agents)
         self.model_version = model_version
-
-    @property
-    def num_clients(self) -> int:
-        """Number of enrolled clients."""
-        return len(self.enrolled)
-
-    def enrolled_examples(self, client_id: int) -> int:
-        """The client's enrolled data size."""
-        return self.enrolled[client_id]
-
-    def profile(self, client_id: int) -> ClientProfile:
-        """A default profile (real devices take the time they take)."""
-        return ClientProfile()
 
     def dispatch(
         self,
@@ -149,7 +156,7 @@ class NodeInfo:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
-class FlowerDispatcher:
+class FlowerDispatcher(_EnrolledFleet):
     """fedlab clients on Flower SuperNodes, through a ``ServerApp``'s ``Grid``.
 
     Enrolment: each SuperNode says which fedlab client it is (the ``client-id`` of its
@@ -220,20 +227,6 @@ class FlowerDispatcher:
         self.nodes: dict[int, NodeInfo] = {}  # client id -> node
         self._asked: set[int] = set()  # node ids already asked who they are
         self.notes: list[str] = []  # enrolment problems, for the operator
-
-    # -- Dispatcher ------------------------------------------------------------------
-    @property
-    def num_clients(self) -> int:
-        """Number of enrolled clients."""
-        return len(self.enrolled)
-
-    def enrolled_examples(self, client_id: int) -> int:
-        """The client's enrolled data size."""
-        return self.enrolled[client_id]
-
-    def profile(self, client_id: int) -> ClientProfile:
-        """A default profile (real devices take the time they take)."""
-        return ClientProfile()
 
     # -- enrolment -------------------------------------------------------------------
     def online(self) -> set[int]:
