@@ -42,6 +42,7 @@ from fedlab.edge.data import DataError, DataMissing, load_local_data
 from fedlab.edge.identity import device_key, public_key
 from fedlab.edge.manifest import KitVerificationError, Manifest, check_not_rollback, verify_kit
 from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
+from fedlab.edge.secure_client import hold_update
 from fedlab.edge.trainer import LiteRTTrainer
 from fedlab.edge.transport import FileTransport, Transport
 from fedlab.federated.types import ClientPlan
@@ -202,6 +203,14 @@ class DeviceAgent:
         encoded = self._encode(envelope, task) if task.plan.codec else None
         if encoded is not None:
             envelope = encoded[0]
+        if task.plan.hold_update:  # secure aggregation: the update leaves only masked
+            if not self.config.state_dir:
+                raise ValueError(
+                    "the task holds the update for secure aggregation: this "
+                    "device needs a state_dir"
+                )
+            hold_update(self.config.state_dir, task, envelope)
+            envelope = replace(envelope, body=b"", headers={**envelope.headers, "held": True})
         if self._key is not None:  # the client id is the one the server enrolled us under
             envelope = sign_envelope(
                 envelope, DeviceIdentity.from_private_bytes(task.client_id, self._key)

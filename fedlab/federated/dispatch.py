@@ -41,13 +41,19 @@ ReportStatus = Literal["reported", "dropped", "straggler", "failed"]
 
 @dataclass(frozen=True, slots=True)
 class RoundTasks:
-    """What the server sends out in one round: the global model and one plan per client."""
+    """What the server sends out in one round: the global model and one plan per client.
+
+    ``hold_updates`` (secure aggregation on a fleet whose dispatcher has
+    ``secure_clients``): tell every device to keep its update and report only its metadata;
+    the sum is then collected through the dispatcher's :class:`SecureClients` channel.
+    """
 
     round_index: int
     weights: Weights
     plans: tuple[ClientPlan, ...]
     deadline_s: float | None
     context: StageContext
+    hold_updates: bool = False
 
     @property
     def model_bytes(self) -> int:

@@ -488,7 +488,10 @@ class Federation:
         selected = self._select(rng, r)
         self._notify(errors, "on_round_start", r, selected)
         context = StageContext(round_index=r, weight_shapes=self._shapes, weights=self._weights)
-        tasks = RoundTasks(r, self._weights, self._plan(selected, r), cfg.deadline_s, context)
+        hold = self._fleet_holds_updates()
+        tasks = RoundTasks(
+            r, self._weights, self._plan(selected, r), cfg.deadline_s, context, hold_updates=hold
+        )
         dispatched = self.dispatcher.dispatch(
             tasks,
             rng=rng,
@@ -500,8 +503,8 @@ class Federation:
         ):
             raise RuntimeError("the dispatcher must return one report per task, in order")
         cpu = time.process_time()
-        got = self._receive(dispatched, context)
-        weights, state, failure = self._aggregate(r, got)
+        got = self._receive(dispatched, context, hold=hold)
+        weights, state, failure = self._aggregate(r, got, hold=hold)
         got.server_cpu_s = time.process_time() - cpu
         for cid in selected:
             self._notify(errors, "on_client_done", r, got.outcomes[cid])
@@ -563,8 +566,31 @@ class Federation:
             for cid in selected
         )
 
-    def _receive(self, dispatched: Dispatched, context: StageContext) -> _Received:
-        """Close the cohort, then run the server pipeline on each envelope that made it."""
+    def _fleet_holds_updates(self) -> bool:
+        """True when secure aggregation runs on the devices themselves: the dispatcher
+        reaches clients that keep their updates (``secure_clients``), so the server never
+        holds one. Refuses, before the round, settings that would need an update's body."""
+        secure = self._secure
+        if secure is None or not callable(getattr(self.dispatcher, "secure_clients", None)):
+            return False
+        unfit = self.pipeline.unfit_for_held()
+        if unfit or self.pipeline.client:
+            raise ValueError(
+                "with secure aggregation on a fleet the server never holds an update: server "
+                f"stages that need its body ({list(unfit)}) and engine client stages "
+                f"({[s.name for s in self.pipeline.client]}) cannot run; keep only "
+                "metadata-only server stages such as VerifySignature"
+            )
+        if secure.dropout:
+            raise ValueError(
+                "SecureAggregation.dropout simulates losses in process; a fleet has its own: "
+                "leave it empty with a fleet dispatcher"
+            )
+        return True
+
+    def _receive(self, dispatched: Dispatched, context: StageContext, *, hold: bool) -> _Received:
+        """Close the cohort, then run the server pipeline on each envelope that made it
+        (with ``hold``, on its metadata only: the device keeps the update)."""
         dispatcher = self.dispatcher
         cohort = self.config.cohort_size(dispatcher.num_clients)
         got = _Received()
@@ -605,7 +631,10 @@ class Federation:
                 expect_headers=expect,
             )
             try:
-                update = self.pipeline.receive(envelope, own)
+                if hold:
+                    update = self.pipeline.receive_held(envelope, own)
+                else:
+                    update = self.pipeline.receive(envelope, own)
             except Exception as exc:
                 stage = (exc.stage if isinstance(exc, UpdateRejected) else "") or "error"
                 got.refusals[stage] = got.refusals.get(stage, 0) + 1
@@ -617,24 +646,35 @@ class Federation:
             got.outcomes[cid] = ClientOutcome(cid, "completed", duration, update.num_examples)
         return got
 
-    def _aggregate(self, r: int, got: _Received) -> tuple[Weights, StrategyState, str]:
+    def _aggregate(
+        self, r: int, got: _Received, *, hold: bool
+    ) -> tuple[Weights, StrategyState, str]:
         """The next weights and server state (unchanged when nothing was accepted), and
         why nothing was applied if secure aggregation aborted."""
         weights: Weights = self._weights
         state: StrategyState = self._strategy_state
-        if got.accepted and self.secure_aggregation is not None:
+        secure = self.secure_aggregation
+        if got.accepted and secure is not None:
             # A cohort stage: the server gets only the sum of the accepted updates.
-            summed = self.secure_aggregation.aggregate(r, got.accepted)
+            if hold:  # the devices hold them: the protocol runs over the dispatcher
+                clients = self.dispatcher.secure_clients(r)  # type: ignore[attr-defined]
+                ids = [u.client_id for u in got.accepted]
+                summed = secure.aggregate_remote(r, ids, self._shapes, clients)
+            else:
+                summed = secure.aggregate(r, got.accepted)
             for cid, stage in summed.lost.items():
+                why = summed.notes.get(cid)
                 got.outcomes[cid] = ClientOutcome(
                     cid,
                     "dropped",
                     got.outcomes[cid].duration_s,
                     0,
-                    f"secure aggregation: lost at {stage}",
+                    f"secure aggregation: lost at {stage}" + (f" ({why})" if why else ""),
                 )
             got.accepted = [u for u in got.accepted if u.client_id not in summed.lost]
-            got.bytes_up = summed.upload_bytes
+            # Simulated: plaintext bodies would never be sent, the protocol's bytes replace
+            # them. Held: the metadata went up with the reports, the protocol's bytes add.
+            got.bytes_up = (got.bytes_up if hold else 0) + summed.upload_bytes
             if summed.cohort is None:
                 return (
                     weights,

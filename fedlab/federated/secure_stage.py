@@ -18,15 +18,42 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
 
 from fedlab.federated.reduce import CohortSum
 from fedlab.federated.types import ClientUpdate
-from fedlab.secure import STAGES, RoundSetup, SecAggConfig
-from fedlab.secure.simulate import run_round
+from fedlab.protocol.secagg import (
+    SecAggReply,
+    SecAggRequest,
+    decode_reply,
+    decode_request,
+    encode_reply,
+    encode_request,
+)
+from fedlab.secure import (
+    ADVERTISE,
+    MASKED_INPUT,
+    SHARE,
+    STAGES,
+    UNMASK,
+    RoundSetup,
+    SecAggAborted,
+    SecAggClient,
+    SecAggConfig,
+    SecAggResult,
+    SecAggServer,
+)
 
-__all__ = ["SecureAggregation", "SecureSum"]
+__all__ = [
+    "LocalSecureClients",
+    "SecureAggregation",
+    "SecureClients",
+    "SecureSum",
+    "StageReplies",
+    "drive_secure_round",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +62,9 @@ class SecureSum:
 
     ``cohort`` is the unmasked sum (``None`` when the protocol aborted, with ``failure``
     saying at which stage and why); ``lost`` maps each client whose input is not in the
-    sum to the stage where it was lost; ``upload_bytes`` is what the clients sent in all.
+    sum to the stage where it was lost; ``upload_bytes`` is what the clients sent in all
+    (every reply frame); ``notes`` says, per client without a usable reply at some stage,
+    why (no answer, a refusal, an undecodable frame).
     """
 
     cohort: CohortSum | None
@@ -43,6 +72,170 @@ class SecureSum:
     failure: str = ""
     upload_bytes: int = 0
     error_bound: float = 0.0
+    notes: Mapping[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StageReplies:
+    """What came back from one stage's exchange.
+
+    ``messages`` are the decoded client messages that arrived in time (the server judges
+    them); ``upload_bytes`` is the size of every reply frame received; ``lost`` maps each
+    addressee with no usable reply to why (no answer, an error, an undecodable frame).
+    """
+
+    messages: tuple[SecAggReply, ...]
+    upload_bytes: int = 0
+    lost: Mapping[int, str] = field(default_factory=dict)
+
+
+class SecureClients(Protocol):
+    """Where the clients of a secure-aggregation round are: one exchange per stage.
+
+    :class:`LocalSecureClients` plays them in this process (simulation); a fleet
+    dispatcher (:class:`fedlab.fleet.FlowerDispatcher`, :class:`fedlab.fleet.AgentDispatcher`)
+    sends each request to the device holding that client's update. The server's side,
+    :func:`drive_secure_round`, is the same for both.
+    """
+
+    def exchange(self, stage: str, requests: Sequence[SecAggRequest]) -> StageReplies:
+        """Deliver ``requests`` (one per addressee) and collect the replies until the
+        stage's deadline."""
+        ...
+
+
+class LocalSecureClients:
+    """Clients in this process, each holding its flattened update, speaking the wire.
+
+    Every request and reply goes through :mod:`fedlab.protocol.secagg`'s encoding, as on a
+    fleet, so the simulation exercises the bytes a device would see and counts them.
+
+    Parameters
+    ----------
+    updates : mapping of int to ndarray
+        Each client's flattened update.
+    num_examples : mapping of int to int
+        Each client's example count.
+    drop : mapping of stage to set of int, optional
+        Clients that answer nothing from that stage on (simulated dropouts).
+    """
+
+    def __init__(
+        self,
+        updates: Mapping[int, np.ndarray],
+        num_examples: Mapping[int, int],
+        *,
+        drop: Mapping[str, set[int]] | None = None,
+    ) -> None:
+        self.updates = dict(updates)
+        self.num_examples = dict(num_examples)
+        self.drop = {k: set(v) for k, v in (drop or {}).items()}
+        self._gone: set[int] = set()
+        self._clients: dict[int, SecAggClient] = {}
+
+    def exchange(self, stage: str, requests: Sequence[SecAggRequest]) -> StageReplies:
+        """Each live addressee answers its request (see the class docstring)."""
+        self._gone |= self.drop.get(stage, set())
+        out: list[SecAggReply] = []
+        lost: dict[int, str] = {}
+        up = 0
+        for frame in map(encode_request, requests):
+            req = decode_request(frame)
+            cid = req.client_id
+            if cid in self._gone:
+                lost[cid] = f"no answer at {stage} (simulated dropout)"
+                continue
+            try:
+                msg = self._answer(req)
+            except SecAggAborted as exc:  # the client refused the server's message
+                self._gone.add(cid)
+                lost[cid] = f"refused at {stage}: {exc.reason}"
+                continue
+            reply = encode_reply(msg)
+            up += len(reply)
+            out.append(decode_reply(reply, req.setup, stage=stage))
+        return StageReplies(tuple(out), up, lost)
+
+    def _answer(self, req: SecAggRequest) -> SecAggReply:
+        cid, body = req.client_id, req.body
+        if req.stage == ADVERTISE:
+            self._clients[cid] = SecAggClient(req.setup, cid)
+            return self._clients[cid].advertise_keys()
+        client = self._clients[cid]
+        if req.stage == SHARE:
+            assert body is not None and not isinstance(body, SecAggRequest)
+            return client.share_keys(body)  # type: ignore[arg-type]
+        if req.stage == MASKED_INPUT:
+            return client.masked_input(
+                body,  # type: ignore[arg-type]
+                self.updates[cid],
+                self.num_examples[cid],
+            )
+        return client.unmask(body)  # type: ignore[arg-type]
+
+
+def drive_secure_round(
+    setup: RoundSetup, clients: SecureClients, shapes: Sequence[tuple[int, ...]]
+) -> SecureSum:
+    """The server's side of one SecAgg+ round over ``clients``: the one loop both worlds use.
+
+    Parameters
+    ----------
+    setup : RoundSetup
+        The round (its cohort are the clients whose updates are summed).
+    clients : SecureClients
+        Where those clients are.
+    shapes : sequence of tuple
+        The model's tensor shapes (the flat sum is cut back into them).
+
+    Returns
+    -------
+    SecureSum
+        The unmasked sum with who was lost where, or the failure (nothing to apply).
+    """
+    if sum(math.prod(s) for s in shapes) != setup.dimension:
+        raise ValueError(f"shapes {list(shapes)} do not hold {setup.dimension} parameters")
+    server = SecAggServer(setup)
+    uploaded = 0
+    notes: dict[int, str] = {}
+
+    def run(stage: str, inbox: Mapping[int, object]) -> tuple[Any, ...]:
+        # Any: the server refuses (and counts as dropped) a reply of the wrong kind.
+        nonlocal uploaded
+        requests = [SecAggRequest(stage, setup, c, inbox[c]) for c in sorted(inbox)]  # type: ignore[arg-type]
+        got = clients.exchange(stage, requests)
+        uploaded += got.upload_bytes
+        notes.update(got.lost)
+        return got.messages
+
+    try:
+        broadcasts = server.receive_advertisements(run(ADVERTISE, dict.fromkeys(setup.cohort)))
+        deliveries = server.receive_shares(run(SHARE, broadcasts))
+        requests = server.receive_masked_inputs(run(MASKED_INPUT, deliveries))
+        result: SecAggResult = server.receive_unmask_responses(run(UNMASK, requests))
+    except SecAggAborted as exc:
+        return SecureSum(
+            None,
+            dict.fromkeys(setup.cohort, "aborted"),
+            f"{exc.stage}: {exc.reason}",
+            uploaded,
+            notes=notes,
+        )
+    # A survivor that did not help unmask is still in the sum (its mask was rebuilt).
+    contributed = set(result.contributors)
+    lost_at = {
+        c: stage for stage, ids in result.dropped.items() for c in ids if c not in contributed
+    }
+    total = np.asarray(result.total, np.float64)
+    tensors: list[np.ndarray] = []
+    offset = 0
+    for shape in shapes:
+        size = math.prod(shape)
+        tensors.append(total[offset : offset + size].reshape(shape))
+        offset += size
+    weight = float(result.num_examples) if result.weighted else float(len(result.contributors))
+    cohort = CohortSum(tuple(tensors), weight, len(result.contributors))
+    return SecureSum(cohort, lost_at, "", uploaded, float(result.error_bound), notes=notes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +279,7 @@ class SecureAggregation:
                 {u.client_id: "cohort" for u in updates},
                 f"secure aggregation needs at least 2 clients, {len(updates)} reported",
             )
-        shapes = [np.shape(d) for d in updates[0].delta]
+        shapes = [tuple(np.shape(d)) for d in updates[0].delta]
         flat = {u.client_id: np.concatenate([np.ravel(d) for d in u.delta]) for u in updates}
         counts = {u.client_id: int(u.num_examples) for u in updates}
         cohort_ids = tuple(sorted(flat))
@@ -99,30 +292,56 @@ class SecureAggregation:
             if lost:
                 drop[stage] = lost
                 alive = [c for c in alive if c not in lost]
+        setup = self.setup(round_index, cohort_ids, sum(math.prod(s) for s in shapes))
+        if isinstance(setup, SecureSum):
+            return setup
+        return drive_secure_round(setup, LocalSecureClients(flat, counts, drop=drop), shapes)
+
+    def setup(
+        self, round_index: int, cohort: Sequence[int], dimension: int
+    ) -> RoundSetup | SecureSum:
+        """The round's public setup with fresh randomness, or why the cohort cannot run it."""
+        cohort_ids = tuple(sorted(int(c) for c in cohort))
+        if len(cohort_ids) < 2:
+            return SecureSum(
+                None,
+                dict.fromkeys(cohort_ids, "cohort"),
+                f"secure aggregation needs at least 2 clients, {len(cohort_ids)} reported",
+            )
         try:
-            setup = RoundSetup.create(
-                self.config,
-                round_index=round_index,
-                cohort=cohort_ids,
-                dimension=int(next(iter(flat.values())).size),
+            return RoundSetup.create(
+                self.config, round_index=round_index, cohort=cohort_ids, dimension=dimension
             )
         except ValueError as exc:  # e.g. a threshold the cohort cannot meet
             return SecureSum(None, dict.fromkeys(cohort_ids, "setup"), f"setup: {exc}")
-        outcome = run_round(setup, flat, counts, drop=drop)
-        uploaded = int(sum(outcome.upload_bytes.values()))
-        if outcome.result is None:
-            failure = outcome.failure
-            reason = f"{failure.stage}: {failure.reason}" if failure else "aborted"
-            return SecureSum(None, dict.fromkeys(cohort_ids, "aborted"), reason, uploaded)
-        result = outcome.result
-        lost_at = {c: stage for stage, ids in result.dropped.items() for c in ids}
-        total = np.asarray(result.total, np.float64)
-        tensors: list[np.ndarray] = []
-        offset = 0
-        for shape in shapes:
-            size = math.prod(shape)
-            tensors.append(total[offset : offset + size].reshape(shape))
-            offset += size
-        weight = float(result.num_examples) if result.weighted else float(len(result.contributors))
-        cohort = CohortSum(tuple(tensors), weight, len(result.contributors))
-        return SecureSum(cohort, lost_at, "", uploaded, float(result.error_bound))
+
+    def aggregate_remote(
+        self,
+        round_index: int,
+        cohort: Sequence[int],
+        shapes: Sequence[tuple[int, ...]],
+        clients: SecureClients,
+    ) -> SecureSum:
+        """Run one SecAgg+ round with clients that hold their own updates (a fleet).
+
+        Parameters
+        ----------
+        round_index : int
+            The round.
+        cohort : sequence of int
+            The clients whose held updates are to be summed (the accepted reports).
+        shapes : sequence of tuple
+            The model's tensor shapes.
+        clients : SecureClients
+            The dispatcher's channel to those clients' devices.
+        """
+        if self.dropout:
+            raise ValueError(
+                "dropout simulates losses in process; a fleet has its own: use "
+                "SecureAggregation(config) without dropout with a fleet dispatcher"
+            )
+        dimension = sum(math.prod(s) for s in shapes)
+        setup = self.setup(round_index, cohort, dimension)
+        if isinstance(setup, SecureSum):
+            return setup
+        return drive_secure_round(setup, clients, shapes)

@@ -314,6 +314,14 @@ class ValidateUpdate:
         body = envelope.body
         if isinstance(body, bytes | bytearray):
             raise UpdateRejected("body is still encoded bytes; no server stage decoded it")
+        self.check_metadata(envelope, context)
+        self.check_body(envelope, context)
+        return envelope
+
+    def check_metadata(self, envelope: Envelope, context: StageContext) -> None:
+        """Everything but the body: sender, echoed headers, ``num_examples``, steps,
+        metrics (all a server can check of an update a device holds for secure
+        aggregation)."""
         if context.client_id is not None and (
             not is_int(envelope.client_id) or envelope.client_id != context.client_id
         ):
@@ -347,6 +355,10 @@ class ValidateUpdate:
                 raise UpdateRejected(
                     f"metric {_describe(key)} must be a finite number, got {_describe(value)}"
                 )
+
+    def check_body(self, envelope: Envelope, context: StageContext) -> None:
+        """The body: float arrays of the model's shapes, finite, within the norm bound."""
+        body = envelope.body
         if not isinstance(body, tuple | list) or len(body) != len(context.weight_shapes):
             count = len(body) if isinstance(body, tuple | list) else type(body).__name__
             raise UpdateRejected(
@@ -375,7 +387,6 @@ class ValidateUpdate:
             # float32 is what the strategy sums: a tensor that overflows there is refused too.
             if any(np.abs(a).max(initial=0.0) > np.finfo(np.float32).max / 4 for a in body):
                 raise UpdateRejected("update values overflow float32")
-        return envelope
 
 
 def roster_rejections(
@@ -548,10 +559,52 @@ class Pipeline:
         body = envelope.body
         assert not isinstance(body, bytes | bytearray)  # ValidateUpdate guarantees arrays
         delta: Weights = tuple(np.asarray(a, dtype=np.float32) for a in body)
-        return ClientUpdate(
-            client_id=int(envelope.client_id),
-            delta=delta,
-            num_examples=int(envelope.num_examples),
-            num_steps=int(envelope.num_steps),
-            metrics={k: float(v) for k, v in envelope.metrics.items()},
-        )
+        return _update(envelope, delta)
+
+    def unfit_for_held(self) -> tuple[str, ...]:
+        """Names of the server stages that need an update's body, so cannot judge one a
+        device holds for secure aggregation (only stages with ``metadata_only = True``,
+        such as signature verification, can)."""
+        return tuple(s.name for s in self.server if not getattr(s, "metadata_only", False))
+
+    def receive_held(self, envelope: Envelope, context: StageContext) -> ClientUpdate:
+        """Server side for an update the device keeps for secure aggregation (an empty
+        body): the metadata-only server stages and the validation of everything but the
+        body. The returned update has no tensors (``delta == ()``)."""
+        unfit = self.unfit_for_held()
+        if unfit:
+            raise ValueError(f"server stages {list(unfit)} need the update's body")
+        if envelope.body not in (b"", ()):
+            raise UpdateRejected(
+                "a held update must carry no body (this round is securely aggregated)",
+                stage=self.validate.name,
+            )
+        for stage in self.server:
+            try:
+                envelope = stage.apply(envelope, context)
+            except UpdateRejected as exc:
+                if not exc.stage:
+                    exc.stage = stage.name
+                raise
+        check = getattr(self.validate, "check_metadata", None)
+        if not callable(check):
+            raise ValueError(
+                f"the validation stage {self.validate.name!r} cannot judge an update's "
+                "metadata alone (ValidateUpdate can)"
+            )
+        try:
+            check(envelope, context)
+        except UpdateRejected as exc:
+            exc.stage = exc.stage or self.validate.name
+            raise
+        return _update(envelope, ())
+
+
+def _update(envelope: Envelope, delta: Weights) -> ClientUpdate:
+    return ClientUpdate(
+        client_id=int(envelope.client_id),
+        delta=delta,
+        num_examples=int(envelope.num_examples),
+        num_steps=int(envelope.num_steps),
+        metrics={k: float(v) for k, v in envelope.metrics.items()},
+    )

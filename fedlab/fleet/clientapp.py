@@ -36,10 +36,12 @@ from flwr.clientapp import ClientApp
 
 from fedlab.edge.agent import DeviceAgent, peak_rss_mb
 from fedlab.edge.config import DeviceConfig
+from fedlab.edge.secure_client import device_secagg
 from fedlab.edge.transport import InProcessTransport
-from fedlab.fleet.messages import frame_of, reply_content
+from fedlab.fleet.messages import frame_of, op_of, reply_content
 from fedlab.log import configure_logging, get_logger
 from fedlab.protocol import ProtocolError, decode_task, encode
+from fedlab.secure.secagg import SecAggAborted
 
 __all__ = ["REFUSED", "app", "node_settings"]
 
@@ -74,12 +76,16 @@ def node_settings(context: Context) -> tuple[str, int]:
     return path, cid
 
 
-def _agent(context: Context, transport: InProcessTransport) -> DeviceAgent:
+def _config(context: Context) -> DeviceConfig:
     path, _ = node_settings(context)
     config = DeviceConfig.load(path)
     if config.state_dir:
         config = replace(config, state_dir=str(Path(config.state_dir) / f"run-{context.run_id}"))
-    return DeviceAgent(config, transport)
+    return config
+
+
+def _agent(context: Context, transport: InProcessTransport) -> DeviceAgent:
+    return DeviceAgent(_config(context), transport)
 
 
 def _delay(context: Context) -> float:
@@ -108,11 +114,29 @@ def _facts(agent: DeviceAgent | None, client_id: int) -> dict[str, Any]:
 
 
 @app.query()
-def hello(msg: Message, context: Context) -> Message:
-    """Say which client this node is (and what it runs)."""
+def query(msg: Message, context: Context) -> Message:
+    """``hello``: say which client this node is (and what it runs); ``secagg``: answer a
+    secure-aggregation stage with the update this device holds."""
     _, cid = node_settings(context)
-    agent = _agent(context, InProcessTransport())
-    return Message(reply_content(None, _facts(agent, cid)), reply_to=msg)
+    try:
+        op = op_of(msg)
+    except ValueError as exc:
+        return Message(Error(REFUSED, str(exc)), reply_to=msg)
+    if op == "hello":
+        agent = _agent(context, InProcessTransport())
+        return Message(reply_content(None, _facts(agent, cid)), reply_to=msg)
+    configure_logging("info")
+    try:
+        frame = device_secagg(_config(context), cid).answer(frame_of(msg))
+    except SecAggAborted as exc:
+        _log.warning("client %d refused secure aggregation: %s", cid, exc)
+        return Message(Error(REFUSED, f"secure aggregation refused: {exc.reason}"), reply_to=msg)
+    except (ProtocolError, ValueError) as exc:
+        return Message(
+            Error(REFUSED, f"not a valid secure-aggregation request: {exc}"), reply_to=msg
+        )
+    _log.info("client %d answered a secure-aggregation stage", cid)
+    return Message(reply_content(frame, {"client_id": cid}), reply_to=msg)
 
 
 @app.train()

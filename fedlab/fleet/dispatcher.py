@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedlab.edge.agent import DeviceAgent
+from fedlab.edge.secure_client import device_secagg
 from fedlab.edge.transport import InProcessTransport
 from fedlab.federated.dispatch import Dispatched, Report, RoundTasks
+from fedlab.federated.secure_stage import StageReplies
 from fedlab.federated.selection import ClientProfile
 from fedlab.federated.types import Envelope
 from fedlab.protocol import ProtocolError, RoundTask, decode_envelope, encode
+from fedlab.protocol.secagg import SecAggReply, SecAggRequest, decode_reply, encode_request
+from fedlab.secure.secagg import SecAggAborted
 
 if TYPE_CHECKING:  # Flower is imported only by the Flower dispatcher's users
     from flwr.app import Message
@@ -44,9 +48,12 @@ def _check_enrolled(enrolled: Sequence[int]) -> tuple[int, ...]:
 
 
 def _task(plan: Any, tasks: RoundTasks, model_version: str, deadline: float) -> RoundTask:
-    return RoundTask.from_client_plan(
+    task = RoundTask.from_client_plan(
         plan, model_version=model_version, weights=tasks.weights, deadline=deadline
     )
+    if tasks.hold_updates:  # secure aggregation: the device keeps its update
+        task = replace(task, plan=replace(task.plan, hold_update=True))
+    return task
 
 
 class _EnrolledFleet:
@@ -98,6 +105,13 @@ class AgentDispatcher(_EnrolledFleet):
                 )
         self.agents = dict(agents)
         self.model_version = model_version
+        #: Drill: stage -> clients whose devices stop answering from that stage on (a
+        #: device lost in the middle of secure aggregation).
+        self.silent_at: dict[str, set[int]] = {}
+
+    def secure_clients(self, round_index: int) -> _AgentSecureClients:
+        """The channel secure aggregation uses to reach the agents' held updates."""
+        return _AgentSecureClients(self)
 
     def dispatch(
         self,
@@ -144,6 +158,40 @@ class AgentDispatcher(_EnrolledFleet):
                 )
             )
         return Dispatched(tuple(reports), "device agents (in process)", expect, down)
+
+
+class _AgentSecureClients:
+    """Secure-aggregation requests to in-process agents, through the same device code a
+    SuperNode's ClientApp runs (:func:`fedlab.edge.secure_client.device_secagg`)."""
+
+    def __init__(self, dispatcher: AgentDispatcher) -> None:
+        self.dispatcher = dispatcher
+        self._silent: set[int] = set()
+
+    def exchange(self, stage: str, requests: Sequence[SecAggRequest]) -> StageReplies:
+        """Each addressed agent answers (unless a drill silenced it)."""
+        self._silent |= self.dispatcher.silent_at.get(stage, set())
+        out: list[SecAggReply] = []
+        lost: dict[int, str] = {}
+        up = 0
+        for req in requests:
+            cid = req.client_id
+            agent = self.dispatcher.agents.get(cid)
+            if agent is None or cid in self._silent:
+                lost[cid] = f"no answer at {stage}"
+                continue
+            try:
+                frame = device_secagg(agent.config, cid).answer(encode_request(req))
+                message = decode_reply(frame, req.setup, stage=stage)
+            except SecAggAborted as exc:
+                lost[cid] = f"refused at {stage}: {exc.reason}"
+                continue
+            except (ProtocolError, ValueError) as exc:
+                lost[cid] = f"bad reply at {stage}: {exc}"
+                continue
+            up += len(frame)
+            out.append(message)
+        return StageReplies(tuple(out), up, lost)
 
 
 @dataclass
@@ -194,6 +242,9 @@ class FlowerDispatcher(_EnrolledFleet):
     offline_grace_s : float
         A node must stay offline this long before its task is given up (a loaded board's
         late heartbeat makes it look offline for a moment).
+    secure_timeout_s : float
+        Reply deadline of each secure-aggregation stage (a device that misses it is a
+        dropout at that stage; the protocol recovers as long as enough answer).
     """
 
     def __init__(
@@ -206,9 +257,11 @@ class FlowerDispatcher(_EnrolledFleet):
         poll_s: float = 0.5,
         hello_timeout_s: float = 30.0,
         offline_grace_s: float = 10.0,
+        secure_timeout_s: float = 60.0,
     ) -> None:
         for name, value in (
             ("timeout_s", timeout_s),
+            ("secure_timeout_s", secure_timeout_s),
             ("poll_s", poll_s),
             ("hello_timeout_s", hello_timeout_s),
             ("offline_grace_s", offline_grace_s),
@@ -224,6 +277,7 @@ class FlowerDispatcher(_EnrolledFleet):
         self.poll_s = float(poll_s)
         self.hello_timeout_s = float(hello_timeout_s)
         self.offline_grace_s = float(offline_grace_s)
+        self.secure_timeout_s = float(secure_timeout_s)
         self.nodes: dict[int, NodeInfo] = {}  # client id -> node
         self._asked: set[int] = set()  # node ids already asked who they are
         self.notes: list[str] = []  # enrolment problems, for the operator
@@ -437,9 +491,64 @@ class FlowerDispatcher(_EnrolledFleet):
         runtime = f"flower: {len(sent)} SuperNodes"
         return Dispatched(tuple(reports[p.client_id] for p in tasks.plans), runtime, expect, down)
 
+    def secure_clients(self, round_index: int) -> _FlowerSecureClients:
+        """The channel secure aggregation uses: one ``query`` per cohort member and stage,
+        answered by the device's held update (each stage waits ``secure_timeout_s``)."""
+        return _FlowerSecureClients(self)
+
     def state(self) -> list[dict[str, Any]]:
         """Per-client view for the operator: node id and the device's last facts."""
         return [
             {"client_id": cid, "node_id": info.node_id, **info.facts}
             for cid, info in sorted(self.nodes.items())
         ]
+
+
+class _FlowerSecureClients:
+    """Secure-aggregation stage requests as Flower ``query`` messages to the cohort's
+    SuperNodes; a missing, failed or undecodable reply is a dropout at that stage."""
+
+    def __init__(self, dispatcher: FlowerDispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def exchange(self, stage: str, requests: Sequence[SecAggRequest]) -> StageReplies:
+        """Push one query per addressee; pull replies until all are in or the deadline."""
+        from flwr.app import Message
+
+        from fedlab.fleet.messages import frame_of, secagg_content
+
+        d = self.dispatcher
+        online = d.online()
+        lost: dict[int, str] = {}
+        sent: list[tuple[SecAggRequest, Message]] = []
+        ttl = d.secure_timeout_s + _TTL_MARGIN_S
+        for req in requests:
+            info = d.nodes.get(req.client_id)
+            if info is None or info.node_id not in online:
+                lost[req.client_id] = f"no SuperNode online at {stage}"
+                continue
+            content = secagg_content(encode_request(req))
+            sent.append((req, Message(content, info.node_id, "query", ttl=ttl)))
+        out: list[SecAggReply] = []
+        up = 0
+        if sent:
+            limit = time.monotonic() + d.secure_timeout_s
+            ids, replies = d._collect([m for _, m in sent], limit, gone=lambda _: None)
+            for mid, (req, _) in zip(ids, sent, strict=True):
+                cid = req.client_id
+                got = replies.get(mid)
+                if got is None:
+                    lost[cid] = f"no answer at {stage} within {d.secure_timeout_s:g} s"
+                    continue
+                reply = got[0]
+                if reply.has_error():
+                    lost[cid] = f"Flower error {int(reply.error.code)}: {reply.error.reason}"
+                    continue
+                try:
+                    frame = frame_of(reply)
+                    out.append(decode_reply(frame, req.setup, stage=stage))
+                except (ProtocolError, ValueError) as exc:
+                    lost[cid] = f"bad reply at {stage}: {exc}"
+                    continue
+                up += len(frame)
+        return StageReplies(tuple(out), up, lost)

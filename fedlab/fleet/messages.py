@@ -5,7 +5,8 @@ message whose ``ConfigRecord`` ``"fedlab"`` holds ``frame`` (an encoded
 :class:`~fedlab.protocol.RoundTask`); the reply holds the encoded
 :class:`~fedlab.protocol.UpdateEnvelope` the same way, plus a few device facts (JSON) for
 the operator. A ``query`` message with ``op = "hello"`` asks a SuperNode which fedlab
-client it is (enrolment: Flower node ids are not stable, client ids are).
+client it is (enrolment: Flower node ids are not stable, client ids are); one with
+``op = "secagg"`` carries a secure-aggregation stage request, answered by a reply frame.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ from typing import Any
 
 from flwr.app import ConfigRecord, Message, RecordDict
 
-__all__ = ["RECORD", "device_facts", "frame_of", "hello_content", "reply_content", "task_content"]
+__all__ = [
+    "RECORD",
+    "device_facts",
+    "frame_of",
+    "hello_content",
+    "op_of",
+    "reply_content",
+    "secagg_content",
+    "task_content",
+]
 
 #: Name of the ConfigRecord holding fedlab's payload in every message.
 RECORD = "fedlab"
@@ -29,6 +39,20 @@ def task_content(frame: bytes) -> RecordDict:
 def hello_content() -> RecordDict:
     """Content of the enrolment ``query``."""
     return RecordDict({RECORD: ConfigRecord({"op": "hello"})})
+
+
+def secagg_content(frame: bytes) -> RecordDict:
+    """Content of a ``query`` carrying one secure-aggregation request frame
+    (:mod:`fedlab.protocol.secagg`)."""
+    return RecordDict({RECORD: ConfigRecord({"op": "secagg", "frame": bytes(frame)})})
+
+
+def op_of(msg: Message) -> str:
+    """What a ``query`` asks: ``"hello"`` or ``"secagg"`` (``ValueError`` otherwise)."""
+    op = _record(msg).get("op")
+    if op not in ("hello", "secagg"):
+        raise ValueError(f"message {msg.metadata.message_id!r}: unknown op {op!r}")
+    return str(op)
 
 
 def reply_content(frame: bytes | None, facts: dict[str, Any]) -> RecordDict:

@@ -20,8 +20,10 @@ from fedlab.federated.config import FederationConfig
 from fedlab.federated.dispatch import Dispatcher
 from fedlab.federated.federation import Federation
 from fedlab.federated.observers import Observer
+from fedlab.federated.secure_stage import SecureAggregation
 from fedlab.federated.types import RoundResult
 from fedlab.fleet.runtime import KitRuntime
+from fedlab.secure.secagg import SecAggConfig
 
 __all__ = ["FleetRunSpec", "RunRecorder", "build_federation", "fleet_data", "read_run_output"]
 
@@ -60,6 +62,11 @@ class FleetRunSpec:
         Per-round checkpoints (empty: none).
     resume : bool
         Continue from the newest checkpoint in ``checkpoint_dir``.
+    secure_threshold : int
+        Secure aggregation (SecAgg+, complete graph) with this Shamir threshold: the devices
+        keep their updates and the server learns only their sum. 0: plain FedAvg.
+    secure_clip : float
+        Per-coordinate bound of the secure-aggregation fixed-point encoding.
     """
 
     kit_dir: str
@@ -78,6 +85,8 @@ class FleetRunSpec:
     enroll_timeout: float = 120.0
     checkpoint_dir: str = ""
     resume: bool = False
+    secure_threshold: int = 0
+    secure_clip: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -97,7 +106,11 @@ class FleetRunSpec:
         for name in ("num_clients", "rounds", "clients_per_round", "local_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        for name in ("client_lr", "round_timeout", "enroll_timeout"):
+        if self.secure_threshold < 0 or self.secure_threshold == 1:
+            raise ValueError(
+                f"secure_threshold must be 0 (off) or >= 2, got {self.secure_threshold!r}"
+            )
+        for name in ("client_lr", "round_timeout", "enroll_timeout", "secure_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
         if not 0 <= self.min_nodes <= self.num_clients:
@@ -114,8 +127,9 @@ class FleetRunSpec:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"unknown run config keys {unknown}; known: {sorted(known)}")
-        if isinstance(data.get("round_timeout"), int):
-            data["round_timeout"] = float(data["round_timeout"])
+        for name in ("round_timeout", "secure_clip", "client_lr", "enroll_timeout"):
+            if isinstance(data.get(name), int) and not isinstance(data.get(name), bool):
+                data[name] = float(data[name])
         return cls(**data)
 
     def run_config(self) -> dict[str, Any]:
@@ -174,10 +188,22 @@ def build_federation(
     data: FederatedDataset | None = None,
 ) -> Federation:
     """The run's :class:`~fedlab.federated.federation.Federation` over ``dispatcher``
-    (FedAvg, uniform selection, the kit's model and central evaluation)."""
+    (FedAvg, uniform selection, the kit's model and central evaluation; secure
+    aggregation when ``spec.secure_threshold``: over a fleet dispatcher the devices keep
+    their updates, over a simulated one the protocol is played in process)."""
     runtime = runtime or KitRuntime(spec.kit_dir, spec.trusted_key)
+    data = data if data is not None else fleet_data(spec)
+    secure = None
+    if spec.secure_threshold:
+        config = SecAggConfig(
+            threshold=spec.secure_threshold,
+            clip=spec.secure_clip,
+            max_examples=max(c.num_examples for c in data.clients),
+        )
+        secure = SecureAggregation(config)
     return Federation(
-        data=data if data is not None else fleet_data(spec),
+        data=data,
+        secure_aggregation=secure,
         runtime=runtime,
         config=spec.federation_config(),
         dispatcher=dispatcher,

@@ -41,6 +41,7 @@ def run_on_grid(grid: Grid, spec: FleetRunSpec) -> None:
         enrolled=[c.num_examples for c in data.clients],
         timeout_s=spec.round_timeout,
         hello_timeout_s=spec.enroll_timeout,
+        secure_timeout_s=spec.round_timeout,
     )
     dispatcher.enroll(wait_for=spec.min_nodes, timeout_s=spec.enroll_timeout)
     enrolled_s = time.monotonic() - start

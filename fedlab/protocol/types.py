@@ -198,6 +198,10 @@ class TrainPlan:
         How to encode the update (a ``fedlab.codec`` config as compact JSON, e.g.
         error feedback over top-k + 4-bit QSGD); empty: send float32 tensors. The device
         keeps the codec's state (residual, random stream) between rounds.
+    hold_update : bool
+        Secure aggregation: keep the update on the device and send only its metadata
+        (an envelope with an empty body); the update leaves the device only masked, in the
+        secure-aggregation stages that follow.
     """
 
     epochs: int
@@ -207,6 +211,7 @@ class TrainPlan:
     proximal_mu: float = 0.0
     seed: int = 0
     codec: str = ""
+    hold_update: bool = False
 
     def __post_init__(self) -> None:
         _int(self, "epochs", 1)
@@ -218,6 +223,10 @@ class TrainPlan:
             raise TypeError(f"optimizer must be an OptimizerSpec, got {self.optimizer!r}")
         if not isinstance(self.codec, str):
             raise TypeError(f"codec must be a JSON string, got {self.codec!r}")
+        if not isinstance(self.hold_update, bool):
+            raise TypeError(f"hold_update must be a bool, got {self.hold_update!r}")
+        if self.hold_update and self.codec:
+            raise ValueError("a held update is masked, not encoded: give no codec with it")
         if self.codec:
             try:
                 config = json.loads(self.codec)
@@ -230,11 +239,14 @@ class TrainPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready); the optimizer is a nested dict (``codec`` only
-        when there is one, so plans without a codec encode as before)."""
+        when there is one and ``hold_update`` only when set, so older plans encode as
+        before)."""
         out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["optimizer"] = self.optimizer.to_dict()
         if not self.codec:
             del out["codec"]
+        if not self.hold_update:
+            del out["hold_update"]
         return out
 
     @classmethod

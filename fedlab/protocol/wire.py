@@ -5,7 +5,7 @@ Layout of a frame (all integers little-endian)::
     offset        size       field
     0             4          magic b"FLAB"
     4             2          format version (u16, this module writes and reads 1)
-    6             1          kind (u8): 1 round task, 2 update envelope
+    6             1          kind (u8): 1 round task, 2 update envelope, 3 secagg
     7             1          flags (u8, reserved, 0)
     8             4          H  header length (u32, <= 65536)
     12            4          T  tensor count (u32, <= 4096)
@@ -50,6 +50,7 @@ from fedlab.protocol.types import (
 __all__ = [
     "FORMAT_VERSION",
     "KIND_ENVELOPE",
+    "KIND_SECAGG",
     "KIND_TASK",
     "MAGIC",
     "MAX_HEADER_BYTES",
@@ -69,7 +70,8 @@ MAGIC = b"FLAB"
 FORMAT_VERSION = 1
 KIND_TASK = 1
 KIND_ENVELOPE = 2
-KINDS = {KIND_TASK: "round task", KIND_ENVELOPE: "update envelope"}
+KIND_SECAGG = 3  # a secure-aggregation stage message (fedlab.protocol.secagg)
+KINDS = {KIND_TASK: "round task", KIND_ENVELOPE: "update envelope", KIND_SECAGG: "secagg"}
 MAX_HEADER_BYTES = 1 << 16
 MAX_TENSORS = 4096
 MAX_NDIM = 8
@@ -405,6 +407,10 @@ def decode(data: bytes | bytearray | memoryview) -> RoundTask | UpdateEnvelope:
         names the field and quotes the value); never any other exception.
     """
     frame = unpack_frame(data)
+    if frame.kind == KIND_SECAGG:
+        raise ProtocolError(
+            "a secure-aggregation message, not a task or envelope (fedlab.protocol.secagg)"
+        )
     try:
         return _task(frame) if frame.kind == KIND_TASK else _envelope(frame)
     except ProtocolError:

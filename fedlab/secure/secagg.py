@@ -472,6 +472,72 @@ class SecAggClient:
         self._seed = b""
         self._stage = ADVERTISE
 
+    @property
+    def stage(self) -> str:
+        """The stage this client expects next (``"done"`` after unmasking)."""
+        return self._stage
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything this client must remember between stages, as plain JSON values.
+
+        A device answers each stage in a fresh process (a Flower ClientApp, a restarted
+        agent), so its secrets live in its state folder between messages. They are
+        secrets: write them owner-only and delete them once the round is done.
+        """
+        return {
+            "client_id": self.client_id,
+            "round_index": self.setup.round_index,
+            "seed": self.setup.seed.hex(),
+            "stage": self._stage,
+            "cipher_sk": self._cipher_sk.private_bytes_raw().hex(),
+            "mask_sk": self._mask_sk.private_bytes_raw().hex(),
+            "self_seed": self._seed.hex(),
+            "peers": {str(j): [a.hex(), b.hex()] for j, (a, b) in sorted(self._peers.items())},
+            "held": {str(j): [a.hex(), b.hex()] for j, (a, b) in sorted(self._held.items())},
+        }
+
+    @classmethod
+    def from_state(
+        cls,
+        setup: RoundSetup,
+        state: Mapping[str, Any],
+        *,
+        identity: DeviceIdentity | None = None,
+    ) -> SecAggClient:
+        """The client :meth:`to_state` saved, for the same ``setup``.
+
+        Raises
+        ------
+        ValueError
+            The state is for another round or setup, or is damaged.
+        """
+        try:
+            cid = int(state["client_id"])
+            if (
+                int(state["round_index"]) != setup.round_index
+                or bytes.fromhex(state["seed"]) != setup.seed
+            ):
+                raise ValueError("the saved state is for another round")
+            client = cls(setup, cid, identity=identity)
+            client._cipher_sk = X25519PrivateKey.from_private_bytes(
+                bytes.fromhex(state["cipher_sk"])
+            )
+            client._mask_sk = X25519PrivateKey.from_private_bytes(bytes.fromhex(state["mask_sk"]))
+            client._seed = bytes.fromhex(state["self_seed"])
+            client._peers = {
+                int(j): (bytes.fromhex(a), bytes.fromhex(b)) for j, (a, b) in state["peers"].items()
+            }
+            client._held = {
+                int(j): (bytes.fromhex(a), bytes.fromhex(b)) for j, (a, b) in state["held"].items()
+            }
+            stage = str(state["stage"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"secure-aggregation state is damaged: {exc}") from None
+        if stage not in (*STAGES, "done"):
+            raise ValueError(f"secure-aggregation state has an unknown stage {stage!r}")
+        client._stage = stage
+        return client
+
     def _step(self, stage: str, round_index: int) -> None:
         if self._stage != stage:
             raise SecAggAborted(stage, f"client {self.client_id} is at stage {self._stage}")

@@ -1,0 +1,188 @@
+"""A device's side of secure aggregation: keep the update, answer the four stages.
+
+When a task's plan says ``hold_update``, the agent trains as usual but keeps the update in
+its state folder (:func:`hold_update`) and sends only the envelope's metadata. The server
+then runs the SecAgg+ stages; each request reaches :meth:`DeviceSecAgg.answer` (in a fresh
+process on Flower: every message is a new ClientApp process), which rebuilds this round's
+:class:`~fedlab.secure.secagg.SecAggClient` from the state folder, answers, and saves it
+again. The update leaves the device only inside the masked vector.
+
+Files (owner-only, written atomically, deleted once the device has answered the unmasking
+request or a new round's update replaces them): ``secagg-held.npz`` (the flat float32
+update, its ``num_examples``, round and run) and ``secagg-state.json`` (the round's key
+pairs, self-mask seed and the shares held for neighbours — secrets).
+
+numpy, cryptography and fedlab's wire only: no TensorFlow, no round engine.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedlab.edge.config import DeviceConfig
+from fedlab.edge.identity import device_key
+from fedlab.edge.model import atomic_write_bytes
+from fedlab.protocol import RoundTask, UpdateEnvelope
+from fedlab.protocol.secagg import SecAggRequest, decode_request, encode_reply
+from fedlab.secure.identity import DeviceIdentity
+from fedlab.secure.secagg import (
+    ADVERTISE,
+    MASKED_INPUT,
+    SHARE,
+    KeyBroadcast,
+    SecAggAborted,
+    SecAggClient,
+    ShareDelivery,
+    UnmaskRequest,
+)
+
+__all__ = ["HELD_FILE", "STATE_FILE", "DeviceSecAgg", "device_secagg", "hold_update"]
+
+HELD_FILE = "secagg-held.npz"
+STATE_FILE = "secagg-state.json"
+
+
+def hold_update(state_dir: str | Path, task: RoundTask, envelope: UpdateEnvelope) -> None:
+    """Keep ``envelope``'s update (answering ``task``) for the secure-aggregation stages.
+
+    Raises
+    ------
+    ValueError
+        The body is not tensors (a codec ran: held updates are masked, not encoded).
+    """
+    if isinstance(envelope.body, bytes):
+        raise ValueError("a held update must be tensors, not an encoded payload")
+    flat = np.concatenate([np.ravel(np.asarray(a, dtype=np.float32)) for a in envelope.body])
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        update=flat,
+        num_examples=np.int64(envelope.num_examples),
+        round_index=np.int64(task.round_index),
+        run_id=np.str_(task.run_id),
+        base_version=np.str_(task.base_version),
+    )
+    state = Path(state_dir)
+    (state / STATE_FILE).unlink(missing_ok=True)  # a new update starts a new protocol run
+    atomic_write_bytes(state / HELD_FILE, buf.getvalue(), mode=0o600)
+
+
+class DeviceSecAgg:
+    """Answers secure-aggregation requests for one device.
+
+    Parameters
+    ----------
+    state_dir : str or Path
+        The agent's state folder (the held update and the round's protocol state).
+    client_id : int
+        The client this device is enrolled as; requests for another are refused.
+    identity : DeviceIdentity, optional
+        The device key: signs the advertised keys.
+    """
+
+    def __init__(
+        self, state_dir: str | Path, client_id: int, *, identity: DeviceIdentity | None = None
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.client_id = int(client_id)
+        self.identity = identity
+
+    def answer(self, frame: bytes) -> bytes:
+        """The encoded reply to one encoded request.
+
+        Raises
+        ------
+        fedlab.protocol.ProtocolError
+            The frame is not a valid request.
+        SecAggAborted
+            The device refuses (wrong client, no update held for this round, a stage out
+            of order, a share that does not decrypt…); the reason says which.
+        """
+        req = decode_request(frame)
+        if req.client_id != self.client_id:
+            raise SecAggAborted(
+                req.stage, f"request for client {req.client_id}, this is client {self.client_id}"
+            )
+        if req.stage == ADVERTISE:
+            self._held(req)  # refuse before advertising if there is nothing to sum
+            client = SecAggClient(req.setup, self.client_id, identity=self.identity)
+            reply: Any = client.advertise_keys()
+        else:
+            client = self._load(req)
+            body = req.body
+            if req.stage == SHARE:
+                assert isinstance(body, KeyBroadcast)
+                reply = client.share_keys(body)
+            elif req.stage == MASKED_INPUT:
+                assert isinstance(body, ShareDelivery)
+                update, n = self._held(req)
+                reply = client.masked_input(body, update, n)
+            else:
+                assert isinstance(body, UnmaskRequest)
+                reply = client.unmask(body)
+        frame_out = encode_reply(reply)
+        if client.stage == "done":
+            self.forget()
+        else:
+            data = json.dumps(client.to_state()).encode()
+            atomic_write_bytes(self.state_dir / STATE_FILE, data, mode=0o600)
+        return frame_out
+
+    def forget(self) -> None:
+        """Delete the held update and the protocol state (the round is over)."""
+        for name in (STATE_FILE, HELD_FILE):
+            (self.state_dir / name).unlink(missing_ok=True)
+
+    def _load(self, req: SecAggRequest) -> SecAggClient:
+        path = self.state_dir / STATE_FILE
+        if not path.is_file():
+            raise SecAggAborted(req.stage, "no secure-aggregation state for this round here")
+        try:
+            state = json.loads(path.read_bytes())
+            return SecAggClient.from_state(req.setup, state, identity=self.identity)
+        except ValueError as exc:
+            raise SecAggAborted(req.stage, str(exc)) from None
+
+    def _held(self, req: SecAggRequest) -> tuple[np.ndarray, int]:
+        path = self.state_dir / HELD_FILE
+        if not path.is_file():
+            raise SecAggAborted(req.stage, "no update held on this device")
+        with np.load(path, allow_pickle=False) as held:
+            update = np.asarray(held["update"])
+            n = int(held["num_examples"])
+            r = int(held["round_index"])
+        if r != req.setup.round_index:
+            raise SecAggAborted(
+                req.stage, f"the held update is for round {r}, not {req.setup.round_index}"
+            )
+        if update.size != req.setup.dimension:
+            raise SecAggAborted(
+                req.stage,
+                f"the held update has {update.size} values, the round sums {req.setup.dimension}",
+            )
+        return update, n
+
+
+def device_secagg(config: DeviceConfig, client_id: int) -> DeviceSecAgg:
+    """The secure-aggregation side of the device ``config`` describes, enrolled as
+    ``client_id`` (its key signs the advertised keys when it signs updates). Cheap: no kit
+    verification, no model, no data — a stage message needs none of them.
+
+    Raises
+    ------
+    ValueError
+        The device has no ``state_dir`` (the held update lives there).
+    """
+    if not config.state_dir:
+        raise ValueError(
+            "secure aggregation needs the device's state_dir (the update is held there)"
+        )
+    identity = None
+    if config.sign_updates:
+        identity = DeviceIdentity.from_private_bytes(client_id, device_key(config.state_dir))
+    return DeviceSecAgg(config.state_dir, client_id, identity=identity)
