@@ -13,7 +13,20 @@ SHARE="${SHARE:-/mnt/fedlab}"
 RES="$SHARE/results"
 VENV=/opt/fedlab/venv
 STEP_TIMEOUT="${STEP_TIMEOUT:-1500}"
+# Knobs written by run_test.sh (the kernel command line cannot carry them): ARM64_STEPS (which
+# steps; they run in the order below), ARM64_CORE=1 (core dumps of processes that ask for them, into
+# $SHARE/cores), experiments.txt (one "label|python|train_check.py args" per line).
+ARM64_STEPS="python install patch alt-install op-probe doctor bench train-check bisect experiments agent"
+ARM64_CORE=0
+# shellcheck disable=SC1091
+[ -f "$SHARE/params.env" ] && . "$SHARE/params.env"
 mkdir -p "$RES"
+wants() { case " $ARM64_STEPS " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+if [ "$ARM64_CORE" = 1 ]; then
+  mkdir -p "$SHARE/cores"
+  echo "$SHARE/cores/core.%e.%p" > /proc/sys/kernel/core_pattern
+  echo "FEDLAB-GUEST: core dumps to $(cat /proc/sys/kernel/core_pattern)"
+fi
 read -r uptime _ < /proc/uptime
 echo "{\"booted_after_s\": $uptime}" > "$RES/boot.json"
 echo "FEDLAB-GUEST: kernel up for ${uptime} s when the test started"
@@ -43,6 +56,14 @@ machine() {
 }
 
 install_kit() {
+  # A persistent disk (run_test.sh ARM64_DISK=overlay) keeps the venv of an earlier boot:
+  # then only the fedlab wheel is reinstalled.
+  if "$VENV/bin/python" -c "import ai_edge_litert, numpy" 2>/dev/null; then
+    echo "venv kept from an earlier boot"
+    "$VENV/bin/python" -m pip install --no-index --no-deps --force-reinstall \
+      --disable-pip-version-check "$SHARE"/kit/wheels/fedlab-*.whl || return 1
+    return 0
+  fi
   python3 -m venv "$VENV" || return 1
   "$VENV/bin/python" -m pip install --no-index --disable-pip-version-check \
     --find-links "$SHARE/wheels" --find-links "$SHARE/kit/wheels" \
@@ -52,22 +73,65 @@ install_kit() {
   "$VENV/bin/python" -m pip list --disable-pip-version-check
 }
 
-export -f machine install_kit
+# Other ai-edge-litert versions (wheels in $SHARE/altwheels) in their own venvs,
+# /opt/litert-VERSION, for experiments.txt lines whose python is "litert-VERSION".
+alt_install() {
+  local whl ver
+  for whl in "$SHARE"/altwheels/ai_edge_litert-*.whl; do
+    ver="$(basename "$whl" | cut -d- -f2)"
+    if /opt/litert-"$ver"/bin/python -c "import ai_edge_litert" 2>/dev/null; then
+      echo "litert $ver: kept"
+      continue
+    fi
+    python3 -m venv /opt/litert-"$ver" || return 1
+    /opt/litert-"$ver"/bin/python -m pip install --no-index --disable-pip-version-check \
+      --find-links "$SHARE/wheels" --find-links "$SHARE/altwheels" "$whl" || return 1
+  done
+}
+
+# experiments.txt: "label|python|SCRIPT arguments" (python: "venv" or "litert-VER"; SCRIPT:
+# train_check.py or op_probe.py, run from the share). train_check.py results go to
+# results/exp-LABEL.json; every output line is prefixed with the label.
+experiments() {
+  local label py script args bad=0
+  while IFS='|' read -r label py args; do
+    case "$label" in '' | '#'*) continue ;; esac
+    if [ "$py" = venv ]; then py="$VENV/bin/python"; else py="/opt/$py/bin/python"; fi
+    script="${args%% *}"
+    args="${args#"$script"}"
+    [ "$script" = train_check.py ] && args="--json $RES/exp-$label.json $args"
+    # shellcheck disable=SC2086
+    "$py" "$SHARE/$script" $args 2>&1 | sed "s/^/$label: /"
+    [ "${PIPESTATUS[0]}" = 0 ] || bad=1
+  done < "$SHARE/experiments.txt"
+  return "$bad"
+}
+
+export -f machine install_kit alt_install experiments
 export SHARE VENV
-step python machine
-step install install_kit
 PY="$VENV/bin/python"
-if compgen -G "$SHARE/probe/*.tflite" > /dev/null; then
+wants python && step python machine
+wants install && step install install_kit
+# guest_patch.sh (run_test.sh ARM64_GUEST_PATCH): edits the installed venv, e.g. a candidate
+# fix of fedlab/edge, so the agent round can prove it before the kit carries it.
+if wants patch && [ -f "$SHARE/guest_patch.sh" ]; then
+  step patch bash "$SHARE/guest_patch.sh"
+fi
+wants alt-install && compgen -G "$SHARE/altwheels/*.whl" > /dev/null && step alt-install alt_install
+if wants op-probe && compgen -G "$SHARE/probe/*.tflite" > /dev/null; then
   step op-probe "$PY" "$SHARE/op_probe.py" run "$SHARE"/probe/*.tflite
 fi
-step doctor "$PY" -m fedlab.edge.doctor --config "$SHARE/device/device.json"
-step bench "$PY" -m fedlab.edge.bench "$SHARE/kit/model/model.tflite" --runs 20
-step train-check "$PY" "$SHARE/train_check.py" --data "$SHARE/device/data.npz" \
-  --json "$RES/train_check.json" "$SHARE/kit/model/model.tflite"
-if compgen -G "$SHARE/bisect/*.tflite" > /dev/null; then
+wants doctor && step doctor "$PY" -m fedlab.edge.doctor --config "$SHARE/device/device.json"
+wants bench && step bench "$PY" -m fedlab.edge.bench "$SHARE/kit/model/model.tflite" --runs 20
+wants train-check && step train-check "$PY" "$SHARE/train_check.py" \
+  --data "$SHARE/device/data.npz" --json "$RES/train_check.json" "$SHARE/kit/model/model.tflite"
+if wants bisect && compgen -G "$SHARE/bisect/*.tflite" > /dev/null; then
   step bisect "$PY" "$SHARE/train_check.py" --steps 10 --resolvers AUTO,BUILTIN_REF \
     --json "$RES/bisect.json" "$SHARE"/bisect/*.tflite
 fi
-step agent "$PY" -m fedlab.edge.agent --config "$SHARE/device/device.json"
+if wants experiments && [ -f "$SHARE/experiments.txt" ]; then
+  step experiments experiments
+fi
+wants agent && step agent "$PY" -m fedlab.edge.agent --config "$SHARE/device/device.json"
 sync
 echo "FEDLAB-GUEST: all steps done"

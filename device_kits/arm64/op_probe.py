@@ -5,6 +5,7 @@ Usage::
 
     python op_probe.py export OUT_DIR    # workbench .venv (TensorFlow): writes OUT_DIR/*.tflite
     python op_probe.py run OUT_DIR/*.tflite   # device (numpy + ai-edge-litert): one process each
+    python op_probe.py resize-empty MODEL.tflite   # resize an input to shape []: the crash
 
 Shapes are those of the digits kit's head: batch 16, 64 features, 10 classes. Each model has
 one signature; ``run`` prints ``ok`` or the signal per probe (exit 1 if any crashed).
@@ -54,6 +55,10 @@ def probes() -> dict[str, Any]:
         "var_assign": module(
             lambda m, g: (m.v.assign(m.v - 0.1 * g), m.v.read_value())[1], g, var=True
         ),
+        # A rank-0 float input like the train signature's lr/mu/beta, and the same as shape (1,):
+        # the signature runner resizes every input to its value's shape, [] for a scalar.
+        "rank0_input": module(lambda m, x, s: x * s, x, tf.TensorSpec((), tf.float32, name="s")),
+        "vec1_input": module(lambda m, x, s: x * s, x, tf.TensorSpec((1,), tf.float32, name="s")),
         "var_assign_adj_x": module(
             lambda m, x, z: (
                 m.v.assign(m.v - 0.1 * tf.matmul(x, z, transpose_a=True)),
@@ -97,6 +102,19 @@ def child(path: str) -> None:
     print(f"sum={float(np.sum(out)):.4f}")
 
 
+def resize_empty(path: str) -> None:
+    """``resize_tensor_input(i, [])`` on any model: what the signature runner does for a rank-0
+    input. SIGSEGV in ai-edge-litert's aarch64 ``InterpreterWrapper::ResizeInputTensor``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=Path(path).read_bytes(), num_threads=1)
+    index = interp.get_input_details()[0]["index"]
+    interp.resize_tensor_input(index, [1, F])
+    print("resize_tensor_input(i, [1, 64]): ok", flush=True)
+    interp.resize_tensor_input(index, [])
+    print("resize_tensor_input(i, []): ok", flush=True)
+
+
 def run(paths: list[str]) -> int:
     bad = 0
     for path in paths:
@@ -124,5 +142,7 @@ if __name__ == "__main__":
         export(Path(rest[0]))
     elif cmd == "child":
         child(rest[0])
+    elif cmd == "resize-empty":
+        resize_empty(rest[0])
     else:
         sys.exit(run(rest))

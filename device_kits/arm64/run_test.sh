@@ -15,6 +15,17 @@
 # ARM64_MEM (2048), ARM64_CPU (cortex-a72), ARM64_BISECT=1 (also export one-layer models
 # into the share and run their train signatures in the VM), ARM64_PROBE=1 (one-op probes of
 # the loss, the head backward and the variable update, op_probe.py, right after install).
+# Experiment knobs (README "Finding the train crash"): ARM64_STEPS (guest steps to run, in
+# guest_test.sh's order; default all), ARM64_EXPERIMENTS=FILE (copied to the share as
+# experiments.txt, run by the "experiments" step), ARM64_VARIANTS=1 (variant_models.py into
+# share/variants), ARM64_ALT=1 (build/arm64/altwheels → share/altwheels, other ai-edge-litert
+# versions for the "alt-install" step), ARM64_CORE=1 (core dumps into share/cores),
+# ARM64_GUEST_PATCH=FILE (a script the guest runs right after install, to edit the
+# installed venv: e.g. a candidate fix of fedlab/edge, proven by the agent round), ARM64_APPEND
+# (more kernel arguments), ARM64_DISK=overlay (boot a persistent sparse copy
+# build/arm64/venv.img of root.img: the first boot writes the installed venv into it, later
+# ones boot it in -snapshot mode and skip the 3-minute install), ARM64_PREPARE=0 (reuse
+# the share's kit and task as they are).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -34,11 +45,26 @@ t0=$(date +%s)
 nice -n 19 bash "$HERE/build_image.sh" "$OUT"
 t1=$(date +%s)
 mkdir -p "$SHARE"
-nice -n 19 "$PY" "$HERE/host.py" prepare "$SHARE" "$OUT/wheels" \
-  2> >(grep -v -E 'cu(DNN|FFT|BLAS) factory|is ignored: it is neither' >&2)
+rm -rf "$SHARE/results" "$SHARE/cores"
+if [ "${ARM64_PREPARE:-1}" = 1 ]; then
+  nice -n 19 "$PY" "$HERE/host.py" prepare "$SHARE" "$OUT/wheels" \
+    2> >(grep -v -E 'cu(DNN|FFT|BLAS) factory|is ignored: it is neither' >&2)
+fi
+{
+  [ -n "${ARM64_STEPS:-}" ] && echo "ARM64_STEPS='$ARM64_STEPS'"
+  echo "ARM64_CORE=${ARM64_CORE:-0}"
+} > "$SHARE/params.env"
+rm -f "$SHARE/experiments.txt" "$SHARE/guest_patch.sh"
+[ -n "${ARM64_EXPERIMENTS:-}" ] && cp "$ARM64_EXPERIMENTS" "$SHARE/experiments.txt"
+[ -n "${ARM64_GUEST_PATCH:-}" ] && cp "$ARM64_GUEST_PATCH" "$SHARE/guest_patch.sh"
+rm -rf "$SHARE/variants" "$SHARE/altwheels"
+if [ "${ARM64_VARIANTS:-0}" = 1 ]; then
+  nice -n 19 "$PY" "$HERE/variant_models.py" "$SHARE/variants" > /dev/null 2>&1
+fi
+[ "${ARM64_ALT:-0}" = 1 ] && cp -r "$OUT/altwheels" "$SHARE/altwheels"
 if [ "${ARM64_BISECT:-0}" = 1 ]; then
   nice -n 19 "$PY" "$HERE/bisect_models.py" "$SHARE/bisect"
-else
+elif [ "${ARM64_PREPARE:-1}" = 1 ]; then
   rm -rf "$SHARE/bisect"
 fi
 if [ "${ARM64_PROBE:-0}" = 1 ]; then
@@ -51,14 +77,26 @@ cp -r "$OUT/wheels" "$SHARE/wheels"
 cp "$HERE/guest_test.sh" "$HERE/train_check.py" "$HERE/op_probe.py" "$SHARE/"
 t2=$(date +%s)
 
-log "booting the arm64 VM (TCG, ${ARM64_SMP:-2} vCPU, ${ARM64_MEM:-2048} MiB); console: $OUT/console.log"
+disk=(-snapshot -drive "if=virtio,format=raw,file=$OUT/root.img")
+if [ "${ARM64_DISK:-}" = overlay ]; then
+  # A sparse copy of root.img (qemu-img, for a qcow2 overlay, is not always installed).
+  if [ ! -f "$OUT/venv.img" ] || [ "$OUT/venv.img" -ot "$OUT/root.img" ]; then
+    rm -f "$OUT/venv.img"
+    cp --sparse=always "$OUT/root.img" "$OUT/venv.img"
+    disk=(-drive "if=virtio,format=raw,file=$OUT/venv.img")  # this boot's install stays
+    log "new persistent disk $OUT/venv.img"
+  else
+    disk=(-snapshot -drive "if=virtio,format=raw,file=$OUT/venv.img")
+  fi
+fi
+log "booting the arm64 VM (TCG, ${ARM64_CPU:-cortex-a72}, ${ARM64_SMP:-2} vCPU, ${ARM64_MEM:-2048} MiB); console: $OUT/console.log"
 rc=0
 timeout "${ARM64_TIMEOUT:-5400}" nice -n 19 qemu-system-aarch64 \
   -M virt -cpu "${ARM64_CPU:-cortex-a72}" -smp "${ARM64_SMP:-2}" -m "${ARM64_MEM:-2048}" \
-  -nographic -no-reboot -snapshot -nic none \
+  -nographic -no-reboot -nic none \
   -kernel "$OUT/vmlinuz" -initrd "$OUT/initrd.img" \
-  -append "root=/dev/vda rw console=ttyAMA0 init=/sbin/fedlab-test-init loglevel=4" \
-  -drive "if=virtio,format=raw,file=$OUT/root.img" \
+  -append "root=/dev/vda rw console=ttyAMA0 init=/sbin/fedlab-test-init loglevel=4 ${ARM64_APPEND:-}" \
+  "${disk[@]}" \
   -virtfs "local,path=$SHARE,mount_tag=fedlab,security_model=none,id=fedlab" \
   < /dev/null > "$OUT/console.log" 2>&1 || rc=$?
 t3=$(date +%s)

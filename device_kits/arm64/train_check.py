@@ -23,8 +23,16 @@ from pathlib import Path
 RESOLVERS = ("AUTO", "BUILTIN", "BUILTIN_REF", "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
 
 
-def _child(model: str, resolver: str, data: str | None, steps: int) -> None:
+def _child(
+    model: str, resolver: str, data: str | None, steps: int, opts: argparse.Namespace
+) -> None:
     """Runs in the child: print a JSON line per stage so the parent sees how far it got."""
+    import faulthandler
+    import resource
+
+    faulthandler.enable()  # the Python stack of a SIGSEGV goes to stderr
+    if opts.core:  # the guest's core_pattern says where (guest_test.sh, ARM64_CORE=1)
+        resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
@@ -43,32 +51,51 @@ def _child(model: str, resolver: str, data: str | None, steps: int) -> None:
     def stage(name: str, **extra: object) -> None:
         print(json.dumps({"stage": name, **extra}), flush=True)
 
+    kwargs = {}
+    if opts.preserve:
+        kwargs["experimental_preserve_all_tensors"] = True
     interp = Interpreter(
         model_content=Path(model).read_bytes(),  # as fedlab.edge.model.TrainableModel does
-        num_threads=1,
+        num_threads=opts.threads,
         experimental_op_resolver_type=getattr(OpResolverType, resolver),
+        **kwargs,
     )
     stage("loaded")
-    interp.get_signature_runner("infer")(x=x)
-    stage("infer")
-    weights = interp.get_signature_runner("get_weights")()
-    stage("get_weights")
-    interp.get_signature_runner("set_weights")(**weights)
-    stage("set_weights")
+    signatures = interp.get_signature_list()
+    if not opts.train_first and "infer" in signatures:
+        interp.get_signature_runner("infer")(x=x)
+        stage("infer")
+    if not opts.train_first and "set_weights" in signatures:
+        weights = interp.get_signature_runner("get_weights")()
+        stage("get_weights")
+        interp.get_signature_runner("set_weights")(**weights)
+        stage("set_weights")
     train = interp.get_signature_runner("train")
+    stage("train_runner")
+    feed = {"x": x, "y": y, "w": w}
+    inputs = train.get_input_details()
+    for name, value in (("lr", 0.05), ("mu", 0.0), ("beta", 0.0)):
+        if name in inputs:  # rank 0 as exported (np.float32), or whatever the variant has
+            shape = tuple(inputs[name]["shape"])
+            if opts.scalars_1d:  # shape (1,) even into a rank-0 input: no resize to []
+                feed[name] = np.full((1,), value, np.float32)
+            else:
+                feed[name] = np.full(shape, value, np.float32) if shape else np.float32(value)
     losses = []
     for i in range(steps):
-        out = train(x=x, y=y, w=w, lr=np.float32(0.05), mu=np.float32(0.0), beta=np.float32(0.0))
+        out = train(**feed)
         losses.append(float(out["loss"]))
         if i == 0:
             stage("train_first_step", loss=losses[0])
     stage("done", loss_first=losses[0], loss_last=float(np.mean(losses[-5:])), steps=steps)
 
 
-def check(model: str, resolver: str, data: str | None, steps: int, timeout: float) -> dict:
+def check(
+    model: str, resolver: str, data: str | None, steps: int, timeout: float, extra: list[str]
+) -> dict:
     """One (model, resolver) in a child process: its result as a dict."""
     t = time.monotonic()
-    args = [sys.executable, __file__, "--child", resolver, "--steps", str(steps)]
+    args = [sys.executable, __file__, "--child", resolver, "--steps", str(steps), *extra]
     args += ["--data", data, model] if data else [model]
     try:
         proc = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
@@ -89,7 +116,7 @@ def check(model: str, resolver: str, data: str | None, steps: int, timeout: floa
         result["error"] = (
             f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
         )
-        result["stderr_tail"] = proc.stderr.strip().splitlines()[-3:]
+        result["stderr_tail"] = proc.stderr.strip().splitlines()[-12:]
     return result
 
 
@@ -102,15 +129,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resolvers", default=",".join(RESOLVERS))
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--threads", type=int, default=1, help="num_threads (-1: LiteRT's)")
+    parser.add_argument(
+        "--preserve", action="store_true", help="experimental_preserve_all_tensors=True"
+    )
+    parser.add_argument(
+        "--train-first", action="store_true", help="no infer/get/set_weights before train"
+    )
+    parser.add_argument("--core", action="store_true", help="let the child dump core")
+    parser.add_argument(
+        "--scalars-1d",
+        action="store_true",
+        help="feed lr/mu/beta as shape (1,) arrays (the workaround of the rank-0 resize crash)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        _child(args.models[0], args.child, args.data, args.steps)
+        _child(args.models[0], args.child, args.data, args.steps, args)
         return 0
+    extra = [f"--threads={args.threads}"]
+    extra += [
+        f
+        for f, on in (
+            ("--preserve", args.preserve),
+            ("--train-first", args.train_first),
+            ("--core", args.core),
+            ("--scalars-1d", args.scalars_1d),
+        )
+        if on
+    ]
     results = []
     for model in args.models:
         for resolver in args.resolvers.split(","):
-            r = check(model, resolver, args.data, args.steps, args.timeout)
+            r = check(model, resolver, args.data, args.steps, args.timeout, extra)
             results.append(r)
             if r["ok"]:
                 line = f"ok   loss {r['loss_first']:.4f} -> {r['loss_last']:.4f}"
