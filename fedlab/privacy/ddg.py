@@ -598,9 +598,13 @@ def plan_ddg(
 
     def build(bound: int) -> tuple[FixedPoint, float, Sensitivity]:
         codec = FixedPoint(
-            clip=c, max_clients=m, max_examples=1, ring_bits=ring_bits, weighted=False,
+            clip=c,
+            max_clients=m,
+            max_examples=1,
+            ring_bits=ring_bits,
+            weighted=False,
             noise_bound=bound,
-        )  # fmt: skip
+        )
         sens = encoded_sensitivity(l2_clip=c, codec=codec, dim=d, adjacency=adjacency)
         return codec, z * sens.l2 / math.sqrt(n), sens
 

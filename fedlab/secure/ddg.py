@@ -8,12 +8,13 @@ unmasks a noised sum; :mod:`fedlab.privacy.ddg` accounts it.
 
 Sampling (:func:`sample_discrete_gaussian`) is Algorithm 3 of Canonne, Kamath and Steinke,
 "The Discrete Gaussian for Differential Privacy" (NeurIPS 2020, arXiv:2004.00010),
-vectorised: draw Y from the discrete Laplace of scale ``t = floor(σ) + 1`` (the difference of
-two geometric variables) and keep it with probability ``exp(-(|Y| - σ²/t)² / (2σ²))``; kept
-values are exactly N_Z(0, σ²). As in tensorflow-privacy's ``discrete_gaussian_utils``, the
-geometric and Bernoulli draws use floating point (numpy's inversion sampler and a uniform
-compared with a float probability) rather than the paper's exact rational arithmetic, so the
-law is the discrete Gaussian up to float rounding of those probabilities (~1e-16 relative).
+vectorised: draw Y from the discrete Laplace of scale ``t = floor(σ) + 1`` (a geometric
+magnitude ``floor(t·E)``, E ~ Exp(1), with a uniform sign, "-0" rejected) and keep it with
+probability ``exp(-(|Y| - σ²/t)² / (2σ²))``; kept values are exactly N_Z(0, σ²). As in
+tensorflow-privacy's ``discrete_gaussian_utils``, the geometric and Bernoulli draws use
+floating point (``floor(t·E)`` of a float exponential, and a uniform compared with a float
+probability) rather than the paper's exact rational arithmetic, so the law is the discrete
+Gaussian up to float rounding of those probabilities (~1e-16 relative).
 
 Truncation (:class:`DistributedDiscreteGaussian`): the ring reserves ``noise_bound``
 headroom per client and coordinate, so every noise value must satisfy ``|z| <= bound``. An
@@ -227,19 +228,27 @@ def sample_discrete_gaussian(
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     count = math.prod(shape)
     out = np.empty(count, dtype=np.int64)
-    t = math.floor(s) + 1
-    p = -math.expm1(-1.0 / t)  # Geometric(1 - e^(-1/t)): G1 - G2 ~ discrete Laplace(t)
+    t = math.floor(s) + 1  # discrete Laplace scale
     centre = s * s / t
-    two_var = 2 * s * s
+    inv_two_var = -1.0 / (2 * s * s)
     filled = 0
     while filled < count:
         need = count - filled
-        draw = int(need * 1.5) + 32  # acceptance is >= ~0.7 for t = floor(σ) + 1
-        y = rng.geometric(p, draw) - rng.geometric(p, draw)
-        dev = np.abs(y) - centre
-        keep = y[rng.random(draw) < np.exp(-(dev * dev) / two_var)][:need]
-        out[filled : filled + keep.size] = keep
-        filled += keep.size
+        draw = int(need * 1.5) + 64  # acceptance is >= ~0.7 for t = floor(σ) + 1
+        # discrete Laplace(t) (CKS Algorithm 2): G = floor(t·E), E ~ Exp(1), is geometric
+        # with P(G >= k) = exp(-k/t); a uniform sign, rejecting "-0" so 0 is not counted twice
+        g = np.floor(rng.standard_exponential(draw) * t)
+        negative = np.unpackbits(np.frombuffer(rng.bytes((draw + 7) // 8), dtype=np.uint8))
+        negative = negative[:draw].astype(bool)
+        # keep Y with probability exp(-(|Y| - σ²/t)² / (2σ²)); |Y| = G
+        dev = g - centre
+        dev *= dev
+        dev *= inv_two_var
+        keep = (rng.random(draw) < np.exp(dev, out=dev)) & ~(negative & (g == 0))
+        y = g[keep][:need]
+        np.negative(y, out=y, where=negative[keep][:need])
+        out[filled : filled + y.size] = y
+        filled += y.size
     return out.reshape(shape)
 
 

@@ -197,9 +197,10 @@ def test_a_bound_too_tight_for_the_epsilon_gives_no_guarantee():
     ledger = DDGLedger(delta=DELTA)
     noise = DistributedDiscreteGaussian(sigma=2.0, bound=4)  # 5 % of draws redrawn
     ledger.record_round(
-        noise=noise, contributors=10, sensitivity=Sensitivity.from_l2(5.0, dim=10,
-                                                                     adjacency="replace-one")
-    )  # fmt: skip
+        noise=noise,
+        contributors=10,
+        sensitivity=Sensitivity.from_l2(5.0, dim=10, adjacency="replace-one"),
+    )
     assert ledger.epsilon() == math.inf
     assert "no finite guarantee" in ledger.privacy_statement()
 
@@ -233,9 +234,12 @@ def test_ledger_records_the_contributors_of_a_real_round():
     rng = np.random.default_rng(3)
     updates = {c: rng.uniform(-0.1, 0.1, 50) for c in range(8)}
     out = run_round(
-        setup, updates, dict.fromkeys(range(8), 1), drop={"masked_input": {0, 5}},
+        setup,
+        updates,
+        dict.fromkeys(range(8), 1),
+        drop={"masked_input": {0, 5}},
         noise=plan.noise.noise(rng),
-    )  # fmt: skip
+    )
     assert out.ok and len(out.result.contributors) == 6
     sens = encoded_sensitivity(l2_clip=1.0, codec=setup.codec, dim=50)
     assert sens == plan.sensitivity
@@ -334,8 +338,12 @@ def test_constructors_are_strict():
         )
     assert ledger.entries == []
     with pytest.raises(ValueError, match="1/2"):
-        ddg_rdp([2.0], sigma=0.3, shares=2, sensitivity=Sensitivity.from_l2(
-            1.0, dim=1, adjacency="zero-out"))  # fmt: skip
+        ddg_rdp(
+            [2.0],
+            sigma=0.3,
+            shares=2,
+            sensitivity=Sensitivity.from_l2(1.0, dim=1, adjacency="zero-out"),
+        )
 
 
 # -- the statement and the plan ---------------------------------------------------------------
@@ -365,16 +373,19 @@ def test_statement_names_the_trust_model_and_every_assumption():
 
 def test_plan_fits_the_ring_and_hits_the_noise_multiplier():
     plan = plan_ddg(
-        l2_clip=1.0, dim=20_000, contributors=40, max_clients=50, noise_multiplier=1.0,
+        l2_clip=1.0,
+        dim=20_000,
+        contributors=40,
+        max_clients=50,
+        noise_multiplier=1.0,
         tail=1e-15,
-    )  # fmt: skip
+    )
     assert plan.codec.noise_bound == plan.noise.bound
     assert math.sqrt(40) * plan.noise.sigma / plan.sensitivity.l2 == pytest.approx(1.0)
     needed = bound_for_tail(plan.noise.sigma, 1e-15, draws=50 * 20_000)
     assert needed <= plan.noise.bound
     # the smallest such bound: one less leaves more levels, more σ, and does not cover it
-    smaller = FixedPoint(clip=1.0, max_clients=50, weighted=False,
-                         noise_bound=plan.noise.bound - 1)  # fmt: skip
+    smaller = FixedPoint(clip=1.0, max_clients=50, weighted=False, noise_bound=plan.noise.bound - 1)
     sens = encoded_sensitivity(l2_clip=1.0, codec=smaller, dim=20_000)
     sigma = sens.l2 / math.sqrt(40)
     assert bound_for_tail(sigma, 1e-15, draws=50 * 20_000) > plan.noise.bound - 1

@@ -210,9 +210,12 @@ def test_device_layer_samples_without_tensorflow_or_scipy():
         "print(int(np.abs(z).max()) <= d.bound)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ},
-    )  # fmt: skip
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "True"
 
@@ -225,9 +228,12 @@ def _round(cohort: int, dim: int, ddg: DistributedDiscreteGaussian, drop, seed: 
         threshold=cohort // 2 + 1, clip=1.0, weighted=False, noise_bound=ddg.bound
     )
     setup = RoundSetup.create(
-        config, round_index=0, cohort=range(cohort), dimension=dim,
+        config,
+        round_index=0,
+        cohort=range(cohort),
+        dimension=dim,
         seed=f"ddg e2e {seed}".encode().ljust(32, b"."),
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(seed)
     updates = {c: rng.uniform(-0.3, 0.3, dim) for c in range(cohort)}
     out = run_round(
