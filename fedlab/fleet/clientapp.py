@@ -8,7 +8,9 @@ Start a device with (TLS and a registered node key; see ``fedlab-fleet``)::
 
 ``device-config`` is the agent's ``device.json`` (kit, trusted key, local data, state);
 ``client-id`` is the fedlab client this device is enrolled as; ``emulate-delay-s`` (default
-0) makes the device wait that long before training (a slow board, for drills and tests).
+0) makes the device wait that long before training (a slow board, for drills and tests),
+``emulate-secagg-delay-s`` before it sends its masked input (a board lost in the middle of
+secure aggregation).
 
 The agent keeps its state per Flower run (``state_dir/run-<run id>``): its "task already
 answered" record is keyed by round and base model only, and every run starts from the
@@ -41,7 +43,8 @@ from fedlab.edge.transport import InProcessTransport
 from fedlab.fleet.messages import frame_of, op_of, reply_content
 from fedlab.log import configure_logging, get_logger
 from fedlab.protocol import ProtocolError, decode_task, encode
-from fedlab.secure.secagg import SecAggAborted
+from fedlab.protocol.secagg import decode_request
+from fedlab.secure.secagg import MASKED_INPUT, SecAggAborted
 
 __all__ = ["REFUSED", "app", "node_settings"]
 
@@ -88,10 +91,10 @@ def _agent(context: Context, transport: InProcessTransport) -> DeviceAgent:
     return DeviceAgent(_config(context), transport)
 
 
-def _delay(context: Context) -> float:
-    value = context.node_config.get("emulate-delay-s", 0.0)
+def _delay(context: Context, key: str = "emulate-delay-s") -> float:
+    value = context.node_config.get(key, 0.0)
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ValueError(f"--node-config emulate-delay-s must be a number >= 0, got {value!r}")
+        raise ValueError(f"--node-config {key} must be a number >= 0, got {value!r}")
     return float(value)
 
 
@@ -127,7 +130,12 @@ def query(msg: Message, context: Context) -> Message:
         return Message(reply_content(None, _facts(agent, cid)), reply_to=msg)
     configure_logging("info")
     try:
-        frame = device_secagg(_config(context), cid).answer(frame_of(msg))
+        request = frame_of(msg)
+        stage = decode_request(request).stage
+        _log.info("client %d secure aggregation: %s", cid, stage)
+        if stage == MASKED_INPUT:
+            time.sleep(_delay(context, "emulate-secagg-delay-s"))
+        frame = device_secagg(_config(context), cid).answer(request)
     except SecAggAborted as exc:
         _log.warning("client %d refused secure aggregation: %s", cid, exc)
         return Message(Error(REFUSED, f"secure aggregation refused: {exc.reason}"), reply_to=msg)
@@ -135,7 +143,6 @@ def query(msg: Message, context: Context) -> Message:
         return Message(
             Error(REFUSED, f"not a valid secure-aggregation request: {exc}"), reply_to=msg
         )
-    _log.info("client %d answered a secure-aggregation stage", cid)
     return Message(reply_content(frame, {"client_id": cid}), reply_to=msg)
 
 

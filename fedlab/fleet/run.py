@@ -67,6 +67,8 @@ class FleetRunSpec:
         keep their updates and the server learns only their sum. 0: plain FedAvg.
     secure_clip : float
         Per-coordinate bound of the secure-aggregation fixed-point encoding.
+    secure_min_clients : int
+        Fewest devices that may remain at any secure-aggregation stage (0: threshold + 1).
     """
 
     kit_dir: str
@@ -87,6 +89,7 @@ class FleetRunSpec:
     resume: bool = False
     secure_threshold: int = 0
     secure_clip: float = 1.0
+    secure_min_clients: int = 0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -103,6 +106,8 @@ class FleetRunSpec:
         for name in ("kit_dir", "trusted_key", "out_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name} must not be empty")
+        if self.secure_min_clients < 0:
+            raise ValueError(f"secure_min_clients must be >= 0, got {self.secure_min_clients!r}")
         for name in ("num_clients", "rounds", "clients_per_round", "local_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
@@ -199,6 +204,7 @@ def build_federation(
             threshold=spec.secure_threshold,
             clip=spec.secure_clip,
             max_examples=max(c.num_examples for c in data.clients),
+            min_clients=spec.secure_min_clients or None,
         )
         secure = SecureAggregation(config)
     return Federation(

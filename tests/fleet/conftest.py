@@ -32,6 +32,7 @@ class Fleet:
     keys: dict[int, Path]
     node_ids: dict[int, int]
     nodes: dict[int, FleetProcess] = field(default_factory=dict)
+    num_clients: int = NUM_CLIENTS
 
     def spec(self, name: str, **overrides) -> FleetRunSpec:
         """A run of this fleet writing to ``work/runs/<name>``."""
@@ -39,10 +40,10 @@ class Fleet:
             "kit_dir": str(self.kit_dir),
             "trusted_key": self.trusted_key,
             "out_dir": str(self.work / "runs" / name),
-            "num_clients": NUM_CLIENTS,
-            "clients_per_round": NUM_CLIENTS,
+            "num_clients": self.num_clients,
+            "clients_per_round": self.num_clients,
             "rounds": 3,
-            "min_nodes": NUM_CLIENTS,
+            "min_nodes": self.num_clients,
             "round_timeout": 60.0,
             "enroll_timeout": 60.0,
             "seed": 7,
@@ -70,15 +71,14 @@ def fleet_kit(tmp_path_factory: pytest.TempPathFactory):
     return build_kit(model, target="raspberry_pi", out=out, signing_key=out / "workbench.pem")
 
 
-@pytest.fixture(scope="module")
-def fleet(fleet_kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    """SuperLink + three registered SuperNodes on 127.0.0.1 (stopped by PID at the end)."""
-    work = tmp_path_factory.mktemp("fleet")
+def start_fleet(work: Path, kit, num_clients: int) -> Iterator[Fleet]:
+    """SuperLink + ``num_clients`` registered SuperNodes on 127.0.0.1, each device ``i``
+    holding shard ``i`` of the digits split into ``num_clients`` (stopped by PID at the end)."""
     data = fleet_data(
-        FleetRunSpec(kit_dir="-", trusted_key="-", out_dir="-", num_clients=NUM_CLIENTS)
+        FleetRunSpec(kit_dir="-", trusted_key="-", out_dir="-", num_clients=num_clients)
     )
     devices = write_devices(
-        work / "devices", kit_dir=fleet_kit.folder, trusted_key=fleet_kit.trusted_key, data=data
+        work / "devices", kit_dir=kit.folder, trusted_key=kit.trusted_key, data=data
     )
     with LocalFleet(work / "flower", tls=True, node_auth=True, database=True) as local:
         local.start_superlink()
@@ -87,7 +87,14 @@ def fleet(fleet_kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet
             private, public = local.node_key(f"sn{cid}")
             keys[cid] = private
             node_ids[cid] = local.register(public)
-        state = Fleet(local, work, fleet_kit.folder, fleet_kit.trusted_key, devices, keys, node_ids)
+        state = Fleet(local, work, kit.folder, kit.trusted_key, devices, keys, node_ids)
+        state.num_clients = num_clients
         for cid in devices:
             state.start_node(cid)
         yield state
+
+
+@pytest.fixture(scope="module")
+def fleet(fleet_kit, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    """SuperLink + three registered SuperNodes on 127.0.0.1 (stopped by PID at the end)."""
+    yield from start_fleet(tmp_path_factory.mktemp("fleet"), fleet_kit, NUM_CLIENTS)

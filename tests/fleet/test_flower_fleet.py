@@ -104,58 +104,6 @@ def test_three_rounds_over_flower_equal_the_in_process_run(fleet, tmp_path):
     )
 
 
-def _reference(fleet, spec, folder, *, hold: bool):
-    """The run of ``spec`` with the same DeviceAgents in this process: holding their
-    updates (secure aggregation through the device code, no Flower) or sending them in
-    the clear to the simulated protocol."""
-    data = fleet_data(spec)
-    configs = write_devices(folder, kit_dir=fleet.kit_dir, trusted_key=fleet.trusted_key, data=data)
-    agents = {
-        cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
-        for cid, path in configs.items()
-    }
-    dispatcher = AgentDispatcher(
-        agents,
-        enrolled=[c.num_examples for c in data.clients],
-        model_version=agents[0].model_version,
-    )
-    if not hold:
-        dispatcher.secure_clients = None  # type: ignore[assignment,method-assign]
-    federation = build_federation(spec, dispatcher, data=data)
-    federation.run(spec.rounds)
-    return federation
-
-
-def test_secure_aggregation_over_flower_equals_both_in_process_worlds(fleet, tmp_path):
-    spec = fleet.spec("secure", rounds=2, secure_threshold=2)
-    _, out = _run(fleet, spec)
-    history = out["history"]
-    assert all(tuple(r["completed"]) == (0, 1, 2) for r in history), history
-    assert all(r["aggregation_failure"] == "" for r in history), history
-    dim = sum(w.size for w in out["weights"])
-    # The updates went up only masked: ~4 bytes per parameter and device, plus keys.
-    assert all(3 * 4 * dim < r["bytes_up"] < 1.2 * 3 * 4 * dim for r in history), history
-    ref_spec = fleet.spec("secure-ref", out_dir=str(tmp_path / "ref"), rounds=2, secure_threshold=2)
-    held = _reference(fleet, ref_spec, tmp_path / "held", hold=True)
-    simulated = _reference(fleet, ref_spec, tmp_path / "sim", hold=False)
-    for other in (held, simulated):
-        for got, want in zip(out["weights"], other.weights, strict=True):
-            # Exactly equal: the same updates, the same fixed-point sum; masks cancel.
-            np.testing.assert_array_equal(got, want)
-        for got, want in zip(history, other.history.to_records(), strict=True):
-            assert got["num_examples"] == want["num_examples"]
-            assert got["test_accuracy"] == pytest.approx(want["test_accuracy"], abs=1e-7)
-    initial = held.runtime.initial_weights()
-    assert (
-        max(float(np.max(np.abs(a - b))) for a, b in zip(out["weights"], initial, strict=True))
-        > 1e-3
-    )
-    # Nothing secret is left on the boards once the rounds are over.
-    for device in fleet.devices.values():
-        leftovers = sorted(p.name for p in device.parent.rglob("secagg-*"))
-        assert leftovers == [], leftovers
-
-
 def test_an_unregistered_supernode_key_is_refused(fleet):
     private, _ = fleet.fleet.node_key("rogue")  # never registered
     proc = fleet.fleet.start_supernode(
