@@ -74,6 +74,7 @@ takes its noise with it), so each round is recorded with its actual contributors
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
@@ -475,6 +476,25 @@ class DDGLedger:
                 low = mid
         return high
 
+    def epsilon_after_next(
+        self,
+        *,
+        noise: DistributedDiscreteGaussian,
+        contributors: int,
+        sensitivity: Sensitivity,
+    ) -> float:
+        """ε if one more round like this were recorded (for a budget check before a round;
+        pass the fewest contributors the round may end with)."""
+        trial = DDGLedger(
+            delta=self.delta,
+            adjacency=self.adjacency,
+            colluders=self.colluders,
+            orders=self.orders,
+            entries=list(self.entries),
+        )
+        trial.record_round(noise=noise, contributors=contributors, sensitivity=sensitivity)
+        return trial.epsilon()
+
     def privacy_statement(self, mechanism_notes: Sequence[str] = ()) -> str:
         """ε with every assumption it rests on, and the trust model; never a bare number."""
         lines = ["Distributed discrete Gaussian privacy statement (client level)", ""]
@@ -503,7 +523,7 @@ class DDGLedger:
         else:
             d0 = self.delta_for(eps)
             lines.append(
-                f"ε = {eps:.4g} at δ = {self.delta:.3g} (δ used: {d0:.3g}, of which the noise "
+                f"ε = {eps:.4g} at δ = {self.delta:.3g} (δ used: {d0:.4g}, of which the noise "
                 f"truncation costs η = {eta:.3g} as (δ_RDP + e^ε·η)/(1 − η))."
             )
         lines += [
@@ -518,21 +538,22 @@ class DDGLedger:
         lines += [f"  {n}" for n in notes] or ["  (as recorded)"]
         if mechanism_notes:
             lines += ["Mechanism:"] + [f"  {n}" for n in mechanism_notes]
-        lines += [
-            "",
-            "Trust model: no single party sees an un-noised sum. Each contributor adds its",
-            "noise on its device before masking, and the server unmasks only the noised sum.",
-            "This holds if the server is honest-but-curious (runs the protocol as specified and",
-            "reports who contributed), at most "
-            + (f"{self.colluders} contributors" if self.colluders else "0 contributors")
-            + " per round share their noise with it, fewer than the secure-aggregation",
-            "threshold of clients collude with it (else it can unmask individual inputs), and",
-            "every device draws its noise from fresh OS entropy (predictable noise can be",
-            "subtracted).",
-            "Dropouts reduce the noise: a client that does not deliver its masked input takes",
-            "its noise with it, so each round is accounted with the contributors actually in",
-            "the sum; a server that drops honest clients on purpose weakens the guarantee.",
-        ]
+        trust = (
+            "Trust model: no single party sees an un-noised sum. Each contributor adds its noise "
+            "on its device before masking, and the server unmasks only the noised sum. This "
+            "holds if the server is honest-but-curious (runs the protocol as specified and "
+            f"reports who contributed), at most {self.colluders} contributor(s) per round share "
+            "their noise with it (the rounds above are accounted without theirs), fewer than "
+            "the secure-aggregation threshold of clients collude with it (else it can unmask "
+            "individual inputs), and every device draws its noise from fresh OS entropy "
+            "(predictable noise can be subtracted)."
+        )
+        dropouts = (
+            "Dropouts reduce the noise: a client that does not deliver its masked input takes "
+            "its noise with it, so each round is accounted with the contributors actually in "
+            "the sum; a server that drops honest clients on purpose weakens the guarantee."
+        )
+        lines += ["", *textwrap.wrap(trust, 88), *textwrap.wrap(dropouts, 88)]
         return "\n".join(lines)
 
 
@@ -583,9 +604,12 @@ def plan_ddg(
     noise_multiplier : float
         z: total noise stddev over Δ2 (the central Gaussian it stands for).
     tail : float
-        Target probability that any value hits the bound over ``draws`` draws.
+        Target probability that any value hits the bound over ``draws`` draws. The ledger
+        pays ``e^ε·η`` for it in δ, so pick ``tail`` well below ``δ·e^(-ε)`` for the ε you
+        expect to report (benchmarks/ddg.py uses ``1e-3·δ·e^(-1.2 ε)``).
     draws : int, optional
-        Noise values the tail target covers; default ``max_clients · dim`` (one round).
+        Noise values the tail target covers; default ``max_clients · dim`` (one round; pass
+        ``max_clients · dim · rounds`` to cover a whole run).
     """
     c = _positive("l2_clip", l2_clip)
     d = _count("dim", dim)
