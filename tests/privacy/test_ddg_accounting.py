@@ -95,6 +95,21 @@ def test_exact_renyi_divergences_respect_the_bound_and_need_tau(sigma, shares):
         assert np.any(exact > np.asarray(orders) / (2 * shares * sigma**2) * (1 + 1e-6))
 
 
+@pytest.mark.parametrize("dim", [4, 9, 25])
+def test_exact_divergence_of_a_spread_shift_respects_the_tau_d_term(dim):
+    # a shift of 1 on every coordinate (Δ2 = √d, Δ1 = d): the noise is independent across
+    # coordinates, so the exact divergence is d times the 1-D one and the excess over the
+    # continuous Gaussian grows with d, which is what τ·d pays for
+    orders = [1.5, 2.0, 3.0, 4.0, 8.0]
+    sigma, shares = 0.5, 2
+    exact = dim * exact_rdp_1d(orders, sigma=sigma, shares=shares, sensitivity=1)
+    sens = Sensitivity(l2=math.sqrt(dim), l1=float(dim), dim=dim, adjacency="zero-out")
+    bound = ddg_rdp(orders, sigma=sigma, shares=shares, sensitivity=sens)
+    assert np.all(exact <= bound)
+    continuous = np.asarray(orders) * dim / (2 * shares * sigma**2)
+    assert exact[-1] > continuous[-1] * (1 + 1e-3)
+
+
 def test_exact_1d_profile_matches_dp_accountings_discrete_gaussian_for_one_share():
     for sigma, shift in ((1.0, 1), (3.0, 2), (5.0, 5)):
         ours = exact_epsilon_1d(
