@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import resource
 import sys
 import time
@@ -45,6 +46,7 @@ from fedlab.edge.model import ModelSpec, TrainableModel, atomic_write_bytes
 from fedlab.edge.secure_client import hold_update
 from fedlab.edge.trainer import LiteRTTrainer
 from fedlab.edge.transport import FileTransport, Transport
+from fedlab.federated.stages import clip_arrays
 from fedlab.federated.types import ClientPlan
 from fedlab.log import get_logger
 from fedlab.protocol import RoundTask, UpdateEnvelope, encoded_size
@@ -200,6 +202,13 @@ class DeviceAgent:
         plan = ClientPlan(**task.client_plan_fields())
         update = self.trainer.train(task.weights, self.x, self.y, plan)
         envelope = UpdateEnvelope.from_client_update(update, task, device_id=self.config.device_id)
+        if task.plan.clip_norm:  # DP: the device bounds its own contribution
+            assert not isinstance(envelope.body, bytes)
+            clipped, norm = clip_arrays(envelope.body, task.plan.clip_norm)
+            headers = dict(envelope.headers)
+            if math.isfinite(norm):  # NaN/Inf goes on unclipped: the server refuses it
+                headers["clip_norm_before"] = norm
+            envelope = replace(envelope, body=clipped or envelope.body, headers=headers)
         encoded = self._encode(envelope, task) if task.plan.codec else None
         if encoded is not None:
             envelope = encoded[0]

@@ -445,14 +445,27 @@ class ClipUpdate:
         body = envelope.body
         if isinstance(body, bytes | bytearray):
             raise TypeError("ClipUpdate must run before any stage that encodes the body")
-        arrays = [np.asarray(a) for a in body]
-        norm = l2_norm(arrays)
+        clipped, norm = clip_arrays(body, self.clip_norm)
         headers = {**envelope.headers, "clip_norm_before": norm}
-        if not math.isfinite(norm) or norm <= self.clip_norm:
+        if clipped is None:
             return replace(envelope, headers=headers)
-        scale = self.clip_norm / norm
-        clipped = tuple((a.astype(np.float64) * scale).astype(np.float32) for a in arrays)
         return replace(envelope, body=clipped, headers=headers)
+
+
+def clip_arrays(
+    arrays: Sequence[np.ndarray], clip_norm: float
+) -> tuple[tuple[np.ndarray, ...] | None, float]:
+    """``arrays`` scaled (in float64, returned as float32) to L2 norm ``clip_norm`` when
+    longer, and their norm before; ``None`` instead of arrays when nothing changes (the
+    norm is within the bound, or not finite: validation refuses those). The one clipping
+    kernel of :class:`ClipUpdate` and of a device told to clip (``TrainPlan.clip_norm``).
+    """
+    values = [np.asarray(a) for a in arrays]
+    norm = l2_norm(values)
+    if not math.isfinite(norm) or norm <= clip_norm:
+        return None, norm
+    scale = clip_norm / norm
+    return tuple((a.astype(np.float64) * scale).astype(np.float32) for a in values), norm
 
 
 def _body_bytes(body: Any) -> int:

@@ -47,13 +47,25 @@ def _check_enrolled(enrolled: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(n) for n in out)
 
 
-def _task(plan: Any, tasks: RoundTasks, model_version: str, deadline: float) -> RoundTask:
+def _task(
+    plan: Any, tasks: RoundTasks, model_version: str, deadline: float, clip_norm: float | None
+) -> RoundTask:
     task = RoundTask.from_client_plan(
         plan, model_version=model_version, weights=tasks.weights, deadline=deadline
     )
-    if tasks.hold_updates:  # secure aggregation: the device keeps its update
-        task = replace(task, plan=replace(task.plan, hold_update=True))
-    return task
+    # Secure aggregation: the device keeps its update; DP: it clips it first.
+    plan_out = replace(task.plan, hold_update=tasks.hold_updates, clip_norm=clip_norm or 0.0)
+    return replace(task, plan=plan_out)
+
+
+def _check_clip(clip_norm: float | None) -> float | None:
+    if clip_norm is None:
+        return None
+    if isinstance(clip_norm, bool) or not isinstance(clip_norm, int | float):
+        raise TypeError(f"clip_norm must be a number, got {clip_norm!r}")
+    if not (np.isfinite(clip_norm) and clip_norm > 0):
+        raise ValueError(f"clip_norm must be finite and > 0, got {clip_norm!r}")
+    return float(clip_norm)
 
 
 class _EnrolledFleet:
@@ -89,11 +101,20 @@ class AgentDispatcher(_EnrolledFleet):
         Every client's enrolled number of examples (client ids ``0 … len − 1``).
     model_version : str
         The kit's model version the tasks name.
+    clip_norm : float, optional
+        Tell every device to clip its update to this L2 norm (DP-FedAvg's client-side
+        clipping; the privacy ledger checks it under secure aggregation).
     """
 
     def __init__(
-        self, agents: Mapping[int, DeviceAgent], *, enrolled: Sequence[int], model_version: str
+        self,
+        agents: Mapping[int, DeviceAgent],
+        *,
+        enrolled: Sequence[int],
+        model_version: str,
+        clip_norm: float | None = None,
     ) -> None:
+        self.client_clip_norm = _check_clip(clip_norm)
         self.enrolled = _check_enrolled(enrolled)
         for cid, agent in agents.items():
             if not 0 <= cid < len(self.enrolled):
@@ -129,7 +150,7 @@ class AgentDispatcher(_EnrolledFleet):
         start = time.perf_counter()
         for plan in tasks.plans:
             cid = plan.client_id
-            task = _task(plan, tasks, self.model_version, deadline)
+            task = _task(plan, tasks, self.model_version, deadline, self.client_clip_norm)
             expect = task.expect_headers()
             agent = self.agents.get(cid)
             if agent is None:
@@ -245,6 +266,9 @@ class FlowerDispatcher(_EnrolledFleet):
     secure_timeout_s : float
         Reply deadline of each secure-aggregation stage (a device that misses it is a
         dropout at that stage; the protocol recovers as long as enough answer).
+    clip_norm : float, optional
+        Tell every device to clip its update to this L2 norm (DP-FedAvg's client-side
+        clipping; the privacy ledger checks it under secure aggregation).
     """
 
     def __init__(
@@ -258,7 +282,9 @@ class FlowerDispatcher(_EnrolledFleet):
         hello_timeout_s: float = 30.0,
         offline_grace_s: float = 10.0,
         secure_timeout_s: float = 60.0,
+        clip_norm: float | None = None,
     ) -> None:
+        self.client_clip_norm = _check_clip(clip_norm)
         for name, value in (
             ("timeout_s", timeout_s),
             ("secure_timeout_s", secure_timeout_s),
@@ -424,7 +450,7 @@ class FlowerDispatcher(_EnrolledFleet):
         down = 0
         for plan in tasks.plans:
             cid = plan.client_id
-            task = _task(plan, tasks, self.model_version, timeout)
+            task = _task(plan, tasks, self.model_version, timeout, self.client_clip_norm)
             expect = task.expect_headers()
             info = self.nodes.get(cid)
             if info is None or info.node_id not in online:

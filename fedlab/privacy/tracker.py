@@ -43,6 +43,18 @@ def _check_client_clipping(federation: Federation) -> None:
             "with secure aggregation the DP strategy must use a fixed clip_norm (adaptive "
             "clipping needs each client's clipped bit, which the sum hides)"
         )
+    dispatcher = federation.dispatcher
+    if callable(getattr(dispatcher, "secure_clients", None)):
+        # A fleet whose devices hold their updates: the devices clip (the task's plan
+        # carries the bound) and the engine runs no client stage (refused before a round).
+        device_clip = getattr(dispatcher, "client_clip_norm", None)
+        if device_clip is None or device_clip > clip:
+            raise ValueError(
+                "with secure aggregation on a fleet the devices must clip: give the "
+                f"dispatcher clip_norm <= {clip:g} (it has {device_clip!r}), so that the "
+                "sensitivity the accounting assumes holds"
+            )
+        return
     if getattr(federation.dispatcher, "pipeline", None) is not federation.pipeline:
         raise ValueError(
             f"with secure aggregation the clients must clip, but this dispatcher "
@@ -64,6 +76,14 @@ def _check_client_clipping(federation: Federation) -> None:
 
 
 def _trust_model(federation: Federation) -> str:
+    holds = callable(getattr(federation.dispatcher, "secure_clients", None))
+    if federation.secure_aggregation is not None and holds:
+        return (
+            "trust model: each device clips its own update and keeps it; only masked "
+            "vectors leave the device (secure aggregation); the server unmasks only the sum "
+            "of the clipped updates and is trusted to add the noise to it (it sees that "
+            "un-noised sum, never an individual update)."
+        )
     if federation.secure_aggregation is not None:
         return (
             "trust model: each client clips its own update before secure aggregation; the "

@@ -198,6 +198,10 @@ class TrainPlan:
         How to encode the update (a ``fedlab.codec`` config as compact JSON, e.g.
         error feedback over top-k + 4-bit QSGD); empty: send float32 tensors. The device
         keeps the codec's state (residual, random stream) between rounds.
+    clip_norm : float
+        Scale the update to at most this L2 norm (all tensors together) before anything
+        else happens to it: the client-side clipping DP-FedAvg under secure aggregation
+        needs, where the server never sees an update to clip. 0: no clipping.
     hold_update : bool
         Secure aggregation: keep the update on the device and send only its metadata
         (an envelope with an empty body); the update leaves the device only masked, in the
@@ -211,6 +215,7 @@ class TrainPlan:
     proximal_mu: float = 0.0
     seed: int = 0
     codec: str = ""
+    clip_norm: float = 0.0
     hold_update: bool = False
 
     def __post_init__(self) -> None:
@@ -223,6 +228,7 @@ class TrainPlan:
             raise TypeError(f"optimizer must be an OptimizerSpec, got {self.optimizer!r}")
         if not isinstance(self.codec, str):
             raise TypeError(f"codec must be a JSON string, got {self.codec!r}")
+        _real(self, "clip_norm", "a finite number >= 0", lambda v: v >= 0)
         if not isinstance(self.hold_update, bool):
             raise TypeError(f"hold_update must be a bool, got {self.hold_update!r}")
         if self.hold_update and self.codec:
@@ -239,7 +245,7 @@ class TrainPlan:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-Python form (JSON-ready); the optimizer is a nested dict (``codec`` only
-        when there is one and ``hold_update`` only when set, so older plans encode as
+        when there is one, ``hold_update`` and ``clip_norm`` only when set, so older plans encode as
         before)."""
         out: dict[str, Any] = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["optimizer"] = self.optimizer.to_dict()
@@ -247,6 +253,8 @@ class TrainPlan:
             del out["codec"]
         if not self.hold_update:
             del out["hold_update"]
+        if not self.clip_norm:
+            del out["clip_norm"]
         return out
 
     @classmethod

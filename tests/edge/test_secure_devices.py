@@ -224,3 +224,49 @@ def test_device_secagg_needs_a_state_dir(fleet, tmp_path):
     config = replace(DeviceConfig.load(path), state_dir="")
     with pytest.raises(ValueError, match="state_dir"):
         device_secagg(config, 0)
+
+
+# -- DP-FedAvg on devices that clip and hold ---------------------------------------------
+def _dp_federation(fleet, folder, *, hold: bool, clip_norm: float | None):
+    from fedlab.privacy import DPFedAvg
+
+    fed, dispatcher = _federation(fleet, folder, secure=True, hold=hold, threshold=2)
+    dispatcher.client_clip_norm = clip_norm
+    config = replace(fed.secure_aggregation.config, weighted=False)  # DP counts clients once
+    fed.secure_aggregation = SecureAggregation(config)
+    fed.set_strategy(
+        DPFedAvg(
+            noise_multiplier=1.0,
+            clip_norm=0.05,
+            expected_clients=NUM_CLIENTS,
+            reproducible_noise=True,
+            seed=11,
+        )
+    )
+    return fed, dispatcher
+
+
+def test_dp_with_devices_that_clip_and_hold_their_updates(fleet, tmp_path):
+    pytest.importorskip("tensorflow_privacy")
+    from fedlab.privacy import PrivacyTracker
+
+    held, _ = _dp_federation(fleet, tmp_path / "held", hold=True, clip_norm=0.05)
+    simulated, _ = _dp_federation(fleet, tmp_path / "sim", hold=False, clip_norm=0.05)
+    # The devices clip to C: the ledger's sensitivity holds, so it attaches.
+    tracker = PrivacyTracker(population=NUM_CLIENTS, delta=1e-5).attach(held)
+    held.run(2)
+    simulated.run(2)
+    # The same device clipping, the same noise key: the same model, bit for bit.
+    assert _gap(held.weights, simulated.weights) == 0.0
+    assert len(tracker.epsilons) == 2 and 0 < tracker.epsilons[-1][1] < float("inf")
+    assert any("each device clips its own update and keeps it" in n for n in tracker.notes)
+
+
+@pytest.mark.parametrize("clip_norm", [None, 0.5])
+def test_the_ledger_refuses_a_fleet_whose_devices_do_not_clip_to_c(fleet, tmp_path, clip_norm):
+    pytest.importorskip("tensorflow_privacy")
+    from fedlab.privacy import PrivacyTracker
+
+    held, _ = _dp_federation(fleet, tmp_path / "held", hold=True, clip_norm=clip_norm)
+    with pytest.raises(ValueError, match="devices must clip"):
+        PrivacyTracker(population=NUM_CLIENTS, delta=1e-5).check(held)
