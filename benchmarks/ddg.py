@@ -219,7 +219,7 @@ def main() -> int:
     )
     print(
         f"{'rounds':>6} {'n':>4} {'σ (int)':>10} {'bound/σ':>8} {'levels':>10} {'τ':>8} "
-        f"{'η':>9} {'ε DDG':>8} {'ε Gauss RDP':>12} {'ε Gauss PLD':>12} {'DDG/RDP':>8}"
+        f"{'η':>9} {'ε DDG':>8} {'ε Gauss RDP':>12} {'ε Gauss PLD':>12} {'DDG/RDP':>10}"
     )
     for r in table:
         print(
@@ -227,7 +227,7 @@ def main() -> int:
             f"{r['bound / sigma']:>8.2f} {r['levels']:>10} {r['tau']:>8.1e} "
             f"{r['truncation eta']:>9.1e} {r['epsilon ddg']:>8.3f} "
             f"{r['epsilon gaussian rdp']:>12.3f} {r['epsilon gaussian pld']:>12.3f} "
-            f"{r['ddg / gaussian rdp']:>8.4f}"
+            f"{r['ddg / gaussian rdp']:>10.7f}"
         )
 
     gaps = lower_bound_gaps()
