@@ -26,6 +26,10 @@ from tests.notebooks.fleet_operations_checks import (
     check_fleet_operations,
 )
 from tests.notebooks.real_fleet_checks import check_exercises_real_fleet, check_real_fleet
+from tests.notebooks.secure_aggregation_checks import (
+    check_exercises_secure_aggregation,
+    check_secure_aggregation,
+)
 
 NOTEBOOKS = discover_notebooks()
 IDS = [nb.stem for nb in NOTEBOOKS]
@@ -181,44 +185,6 @@ def check_device_kits(results: dict[str, Any]) -> None:
     tampered = results["tampered"]
     assert tampered["exit_code"] == 3 and "setup.sh: SHA-256" in tampered["message"]
     assert results["headline"]["value"] == rounds[-1]["test accuracy"]
-
-
-def check_secure_aggregation(results: dict[str, Any]) -> None:
-    cfg = results["config"]
-    assert cfg["smoke"] is True
-    stages = results["stages"]
-    names = ["advertise_keys", "share_keys", "masked_input", "unmask"]
-    assert [s["stage"] for s in stages] == names
-    assert stages[2]["bytes up per device"] >= 4 * (cfg["dimension"] + 1)  # ring = float32 size
-    masked = results["masked"]
-    assert all(abs(z) < 6 for z in masked["z"]), "masked vectors look uniform"
-    assert all(z > 20 for z in masked["plain_z"]), "plain encodings do not"
-    assert masked["max_error"] <= masked["error_bound"]
-    assert masked["num_examples"] == masked["expected_examples"]
-    drops = {row["scenario"]: row for row in results["dropouts"]}
-    failed = drops.pop("too many after masking")
-    assert not failed["ok"] and "aborted at masked_input" in failed["failure"]
-    assert all(row["ok"] and row["max error / bound"] <= 1 for row in drops.values()), drops
-    assert drops["one at each stage"]["contributors"] == cfg["cohort"] - 3
-    sweep = results["sweep"]
-    assert len(sweep) == len(cfg["sweep_cohorts"]) * len(cfg["sweep_dropouts"])
-    assert all(row["ok"] and 1 < row["upload expansion"] < 2 for row in sweep), sweep
-    auth = results["auth"]
-    assert [row["accepted"] for row in auth] == [True] + [False] * 6 + [True]
-    prefixes = ["replayed", "forged", "forged", "cross-round", "unknown client", "unsigned"]
-    assert all(r["reason"].startswith(p) for r, p in zip(auth[1:7], prefixes, strict=True)), auth
-    assert results["seal"] == {"opened": True, "overhead_bytes": 48}
-    largest = max(cfg["sweep_cohorts"])
-    head = [r for r in sweep if r["cohort"] == largest and r["dropout"] == cfg["sweep_dropouts"][0]]
-    assert results["headline"]["value"] == head[0]["upload expansion"]
-
-
-def check_exercises_secure_aggregation(ex: dict[str, Any]) -> None:
-    assert all(cost["ok"] for cost in ex["drop_cost"].values())
-    degrees = ex["degree_1000"]
-    assert degrees["10%"] < degrees["30%"] < 999, "sparser than complete, denser for more dropout"
-    assert ex["replay_round_2"]["accepted"] is False
-    assert ex["replay_round_2"]["reason"].startswith("replayed")
 
 
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
