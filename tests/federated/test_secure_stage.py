@@ -51,6 +51,21 @@ def test_clients_lost_during_the_protocol_are_dropouts_and_the_rest_is_summed() 
     np.testing.assert_allclose(fed.weights[1], np.full(3, expected), atol=1e-6)
 
 
+def test_a_survivor_that_misses_unmasking_is_still_in_the_sum() -> None:
+    # Its masked input arrived; its neighbours rebuild its self mask. It contributed, so it
+    # is "completed", and the model equals the run without any loss.
+    stage = SecureAggregation(SECAGG, dropout={"unmask": 0.3}, seed=7)
+    draws = np.random.default_rng([7, 0, 0x5EC]).random((4, 6))[3]  # the stage's own draws
+    assert (draws < 0.3).sum() == 2, "seed 7 silences two clients at unmask"
+    fed, reference = federation(secure_aggregation=stage), federation()
+    result = fed.run_round()
+    reference.run_round()
+    assert not result.aggregation_failure and result.dropped == ()
+    assert len(result.completed) == 6
+    for a, b in zip(fed.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_below_the_threshold_nothing_is_applied_and_the_next_round_runs() -> None:
     stage = SecureAggregation(SECAGG, dropout={"share_keys": 0.9}, seed=1)
     fed = federation(secure_aggregation=stage)
