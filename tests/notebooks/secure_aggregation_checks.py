@@ -77,10 +77,11 @@ def _check_engine(results: dict[str, Any], cfg: dict[str, Any]) -> None:
     assert all(r["aggregation failure"] == "–" for r in dp_rows), dp_rows
     epsilons = [r["ε after"] for r in dp_rows]
     assert all(0 < a < b for a, b in itertools.pairwise(epsilons)) and epsilons[-1] == eps
-    lost = [d for devices in dp["lost"].values() for d in devices]
-    assert lost, "some device was lost mid-protocol"
-    assert all("lost at masked_input" in d for d in lost), lost
-    assert sum(r["aggregated"] for r in dp_rows) == rounds * cohort - len(lost)
+    where = [why for by_device in dp["lost"].values() for why in by_device.values()]
+    assert where, "some device was lost mid-protocol"
+    assert all("lost at masked_input" in why for why in where), where
+    assert sum(r["aggregated"] for r in dp_rows) == rounds * cohort - len(where)
+    assert all((r["lost"] == "–") == (str(r["round"]) not in dp["lost"]) for r in dp_rows)
     assert all(0 <= r["accuracy"] <= 1 for r in dp_rows)
 
     # The round that aborted applied nothing and spent no ε.
