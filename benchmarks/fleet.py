@@ -13,6 +13,11 @@
    0.1 s (VmHWM per process, summed VmRSS per tree), and the installed kit's size; whether a
    Raspberry Pi Zero 2 W (512 MB RAM, of which ~380 MB are free after a Lite OS boot) fits.
 
+3. **Secure aggregation over Flower.** The same rounds with ``secure_threshold=2``: the
+   devices keep their updates and four SecAgg+ message exchanges follow each train
+   message. Per round: wall time plain vs secure, bytes uploaded and their ratio to the
+   float32 updates, and the largest weight difference to the plain run.
+
 Usage: ``python benchmarks/fleet.py [--rounds 3]``. Absolute times depend on the machine's
 load (this one is a shared 2-core box): read the ratios and differences.
 """
@@ -175,6 +180,16 @@ def main() -> int:
             status = fleet.wait_run(run_id, 900, poll=0.5)
             submit_to_done = time.monotonic() - submitted
         out = read_run_output(spec.out_dir)
+        # The same rounds with secure aggregation: the devices keep their updates and the
+        # four SecAgg+ stages follow each round's train message.
+        secure_spec = dataclasses.replace(
+            spec, out_dir=str(work / "flower-secure-out"), secure_threshold=2
+        )
+        secure_status = fleet.wait_run(fleet.submit(secure_spec), 900, poll=0.5)
+        secure_out = read_run_output(secure_spec.out_dir)
+    if secure_status != "finished:completed":
+        print(f"the secure Flower run ended {secure_status!r}", file=sys.stderr)
+        return 1
     if status != "finished:completed":
         print(f"the Flower run ended {status!r}", file=sys.stderr)
         return 1
@@ -199,6 +214,25 @@ def main() -> int:
     gap = max(
         float(np.max(np.abs(a - b)))
         for a, b in zip(out["weights"], federation.weights, strict=True)
+    )
+
+    secure_rows = [
+        {
+            "round": r["round_index"],
+            "plain_flower_s": round(p["wall_time_s"], 2),
+            "secure_flower_s": round(r["wall_time_s"], 2),
+            "secure_extra_s": round(r["wall_time_s"] - p["wall_time_s"], 2),
+            "plain_bytes_up": p["bytes_up"],
+            "secure_bytes_up": r["bytes_up"],
+            "upload_expansion": round(
+                r["bytes_up"] / (4 * sum(w.size for w in out["weights"]) * 3), 3
+            ),
+        }
+        for r, p in zip(secure_out["history"], out["history"], strict=True)
+    ]
+    secure_gap = max(
+        float(np.max(np.abs(a - b)))
+        for a, b in zip(secure_out["weights"], out["weights"], strict=True)
     )
 
     # -- report -------------------------------------------------------------------------
@@ -237,6 +271,8 @@ def main() -> int:
         "kit_tarball_mb": round(kit_mb[1], 2),
         "pi_zero_2w_free_mb": PI_ZERO_2W_FREE_MB,
         "pi_zero_2w_fits": worst_tree * 1.048576 < PI_ZERO_2W_FREE_MB,
+        "secure_rounds": secure_rows,
+        "max_weight_gap_secure_vs_plain": secure_gap,
     }
     bench = ROOT / "build" / "bench"
     bench.mkdir(parents=True, exist_ok=True)
@@ -265,6 +301,18 @@ def main() -> int:
         + ("fits" if result["pi_zero_2w_fits"] else "does NOT fit")
         + f" (worst tree {worst_tree} MiB)"
     )
+    print("secure aggregation over the same fleet (threshold 2; devices keep their updates):")
+    print(
+        f"{'round':>5} {'plain s':>8} {'secure s':>9} {'extra s':>8} {'up kB plain':>12} "
+        f"{'up kB secure':>13} {'/ float32':>10}"
+    )
+    for row in secure_rows:
+        print(
+            f"{row['round']:>5} {row['plain_flower_s']:>8.2f} {row['secure_flower_s']:>9.2f} "
+            f"{row['secure_extra_s']:>8.2f} {row['plain_bytes_up'] / 1e3:>12.1f} "
+            f"{row['secure_bytes_up'] / 1e3:>13.1f} {row['upload_expansion']:>10.3f}"
+        )
+    print(f"max |secure − plain| weight: {secure_gap:g} (fixed-point resolution)")
     print(f"wrote {bench / 'fleet.json'}")
     return 0
 

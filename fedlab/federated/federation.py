@@ -669,7 +669,9 @@ class Federation:
                     "dropped",
                     got.outcomes[cid].duration_s,
                     0,
-                    f"secure aggregation: lost at {stage}" + (f" ({why})" if why else ""),
+                    "secure aggregation aborted: nothing of this round applied"
+                    if stage == "aborted"
+                    else f"secure aggregation: lost at {stage}" + (f" ({why})" if why else ""),
                 )
             got.accepted = [u for u in got.accepted if u.client_id not in summed.lost]
             # Simulated: plaintext bodies would never be sent, the protocol's bytes replace

@@ -143,13 +143,13 @@ class LocalSecureClients:
             req = decode_request(frame)
             cid = req.client_id
             if cid in self._gone:
-                lost[cid] = f"no answer at {stage} (simulated dropout)"
+                lost[cid] = "no answer (simulated dropout)"
                 continue
             try:
                 msg = self._answer(req)
             except SecAggAborted as exc:  # the client refused the server's message
                 self._gone.add(cid)
-                lost[cid] = f"refused at {stage}: {exc.reason}"
+                lost[cid] = f"refused: {exc.reason}"
                 continue
             reply = encode_reply(msg)
             up += len(reply)

@@ -199,16 +199,16 @@ class _AgentSecureClients:
             cid = req.client_id
             agent = self.dispatcher.agents.get(cid)
             if agent is None or cid in self._silent:
-                lost[cid] = f"no answer at {stage}"
+                lost[cid] = "no answer"
                 continue
             try:
                 frame = device_secagg(agent.config, cid).answer(encode_request(req))
                 message = decode_reply(frame, req.setup, stage=stage)
             except SecAggAborted as exc:
-                lost[cid] = f"refused at {stage}: {exc.reason}"
+                lost[cid] = f"refused: {exc.reason}"
                 continue
             except (ProtocolError, ValueError) as exc:
-                lost[cid] = f"bad reply at {stage}: {exc}"
+                lost[cid] = f"bad reply: {exc}"
                 continue
             up += len(frame)
             out.append(message)
@@ -551,7 +551,7 @@ class _FlowerSecureClients:
         for req in requests:
             info = d.nodes.get(req.client_id)
             if info is None or info.node_id not in online:
-                lost[req.client_id] = f"no SuperNode online at {stage}"
+                lost[req.client_id] = "no SuperNode online"
                 continue
             content = secagg_content(encode_request(req))
             sent.append((req, Message(content, info.node_id, "query", ttl=ttl)))
@@ -564,7 +564,7 @@ class _FlowerSecureClients:
                 cid = req.client_id
                 got = replies.get(mid)
                 if got is None:
-                    lost[cid] = f"no answer at {stage} within {d.secure_timeout_s:g} s"
+                    lost[cid] = f"no answer within {d.secure_timeout_s:g} s"
                     continue
                 reply = got[0]
                 if reply.has_error():
@@ -574,7 +574,7 @@ class _FlowerSecureClients:
                     frame = frame_of(reply)
                     out.append(decode_reply(frame, req.setup, stage=stage))
                 except (ProtocolError, ValueError) as exc:
-                    lost[cid] = f"bad reply at {stage}: {exc}"
+                    lost[cid] = f"bad reply: {exc}"
                     continue
                 up += len(frame)
         return StageReplies(tuple(out), up, lost)

@@ -22,6 +22,8 @@ from fedlab.privacy.attacks import (
     member_holdout_split,
     split_devices,
 )
+from fedlab.privacy.ddg import DDGLedger, DDGPlan, encoded_sensitivity, plan_ddg
+from fedlab.privacy.ddg_tracker import DDGTracker, secagg_config
 from fedlab.privacy.dp_fedavg import DPFedAvg, clip_by_global_norm, global_norm
 from fedlab.privacy.dp_sgd import DPSGDRuntime, dp_sgd_epsilon, dp_sgd_statement
 from fedlab.privacy.lower_bound import EpsilonLowerBound, epsilon_lower_bound
@@ -30,6 +32,9 @@ from fedlab.privacy.tracker import BudgetExceeded, PrivacyTracker
 __all__ = [
     "AttackResult",
     "BudgetExceeded",
+    "DDGLedger",
+    "DDGPlan",
+    "DDGTracker",
     "DPFedAvg",
     "DPSGDRuntime",
     "EpsilonLowerBound",
@@ -39,6 +44,7 @@ __all__ = [
     "dp_sgd_epsilon",
     "dp_sgd_statement",
     "effective_noise_multiplier",
+    "encoded_sensitivity",
     "epsilon_for",
     "epsilon_lower_bound",
     "global_norm",
@@ -47,6 +53,8 @@ __all__ = [
     "max_rounds_for",
     "member_holdout_split",
     "noise_multiplier_for",
+    "plan_ddg",
     "round_event",
+    "secagg_config",
     "split_devices",
 ]

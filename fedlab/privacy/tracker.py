@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from fedlab.federated.federation import Federation
     from fedlab.federated.types import RoundResult
 
-__all__ = ["BudgetExceeded", "PrivacyTracker"]
+__all__ = ["BudgetExceeded", "PrivacyTracker", "check_clients_clip"]
 
 
 class BudgetExceeded(RuntimeError):
@@ -34,19 +34,31 @@ def _dp_parameters(federation: Federation) -> tuple[float, Any]:
 def _check_client_clipping(federation: Federation) -> None:
     """Under secure aggregation the server never sees an update to clip: the accounting
     holds only if every client clips to at most the strategy's C before it masks."""
-    from fedlab.federated.authenticate import SignUpdate
-    from fedlab.federated.stages import ClipUpdate
-
     clip = getattr(federation.strategy, "clip_norm", None)
     if getattr(federation.strategy, "adaptive", False) or clip is None:
         raise ValueError(
             "with secure aggregation the DP strategy must use a fixed clip_norm (adaptive "
             "clipping needs each client's clipped bit, which the sum hides)"
         )
+    check_clients_clip(federation, float(clip))
+
+
+def check_clients_clip(federation: Federation, clip: float) -> None:
+    """Raise unless every client of ``federation`` clips its update to L2 norm ``<= clip``
+    as the last change before it masks (engine client stages, or devices told to).
+
+    Raises
+    ------
+    ValueError
+        Saying what clips too loosely, too early, or not at all.
+    """
+    from fedlab.federated.authenticate import SignUpdate
+    from fedlab.federated.stages import ClipUpdate
+
     dispatcher = federation.dispatcher
-    if callable(getattr(dispatcher, "secure_clients", None)):
-        # A fleet whose devices hold their updates: the devices clip (the task's plan
-        # carries the bound) and the engine runs no client stage (refused before a round).
+    if hasattr(dispatcher, "client_clip_norm"):
+        # A fleet of devices: they clip (the task's plan carries the bound); the engine's
+        # client stages do not run there.
         device_clip = getattr(dispatcher, "client_clip_norm", None)
         if device_clip is None or device_clip > clip:
             raise ValueError(

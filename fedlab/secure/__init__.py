@@ -7,7 +7,8 @@
   primitives: Shamir over GF(2^521 - 1), ChaCha20 masks, the k-regular graph.
 * :mod:`~fedlab.secure.identity` — Ed25519 device keys, enrolment, signed updates, verifier.
 * :mod:`~fedlab.secure.seal` — sealing a payload to the aggregator (X25519 + ChaCha20-Poly1305).
-* :mod:`~fedlab.secure.dp` — where DP noise plugs in.
+* :mod:`~fedlab.secure.dp` — where DP noise plugs in; :mod:`~fedlab.secure.ddg` — the
+  distributed discrete Gaussian noise a client adds (``SecAggConfig.noise_sigma``).
 * :mod:`~fedlab.secure.simulate` — the in-process driver.
 
 How a cohort-level server stage drives one round (the transport carries the messages; a
@@ -30,6 +31,12 @@ Any ``receive_*`` may raise :class:`SecAggAborted` (``.stage``, ``.reason``): ap
 
 from __future__ import annotations
 
+from fedlab.secure.ddg import (
+    DistributedDiscreteGaussian,
+    bound_for_tail,
+    discrete_gaussian_tail,
+    sample_discrete_gaussian,
+)
 from fedlab.secure.fixedpoint import FixedPoint, IntegerNoise
 from fedlab.secure.graph import neighbourhoods, plan_neighbours
 from fedlab.secure.identity import (
@@ -71,6 +78,7 @@ __all__ = [
     "UNMASK",
     "AdvertiseKeys",
     "DeviceIdentity",
+    "DistributedDiscreteGaussian",
     "FixedPoint",
     "IdentityRegistry",
     "IntegerNoise",
@@ -93,13 +101,16 @@ __all__ = [
     "UpdateVerifier",
     "Verdict",
     "aggregator_key",
+    "bound_for_tail",
     "cost_sweep",
+    "discrete_gaussian_tail",
     "neighbourhoods",
     "open_sealed",
     "plain_sum",
     "plan_neighbours",
     "public_bytes",
     "run_round",
+    "sample_discrete_gaussian",
     "seal",
     "uniformity",
 ]

@@ -44,6 +44,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from fedlab.secure.ddg import DistributedDiscreteGaussian
 from fedlab.secure.fixedpoint import FixedPoint, IntegerNoise
 from fedlab.secure.graph import neighbourhoods
 from fedlab.secure.identity import DeviceIdentity, IdentityRegistry
@@ -134,6 +135,17 @@ class SecAggConfig:
         Fewest survivors at any stage; defaults to ``threshold + 1``.
     noise_bound : int
         Integer headroom for a distributed-DP noise hook (:mod:`fedlab.secure.dp`).
+    noise_sigma : float
+        Distributed DP: every client adds discrete Gaussian noise N_Z(0, σ²) in integer
+        units, truncated at ``noise_bound`` (``fedlab.secure.ddg``), to its encoded vector,
+        from OS entropy: nobody, the server included, unmasks an un-noised sum. Needs
+        ``weighted=False``; the example-count slot then carries 1 per client (no count is
+        released). 0: no noise. Plan it with :func:`fedlab.privacy.ddg.plan_ddg`, account
+        it with :class:`fedlab.privacy.DDGTracker`.
+    max_clients : int, optional
+        Ring headroom for this many clients in every round (default: each round's cohort).
+        Fixing it fixes the encoding's scale across rounds, which distributed DP needs (its
+        σ and sensitivity are in integer units).
     """
 
     threshold: int
@@ -144,6 +156,8 @@ class SecAggConfig:
     weighted: bool = True
     min_clients: int | None = None
     noise_bound: int = 0
+    noise_sigma: float = 0.0
+    max_clients: int | None = None
 
     def __post_init__(self) -> None:
         _int("threshold", self.threshold, 1)
@@ -151,6 +165,18 @@ class SecAggConfig:
             _int("num_neighbours", self.num_neighbours, 2)
         if self.min_clients is not None:
             _int("min_clients", self.min_clients, 1)
+        if self.max_clients is not None:
+            _int("max_clients", self.max_clients, 2)
+        sigma = self.noise_sigma
+        if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not sigma >= 0:
+            raise ValueError(f"noise_sigma must be a number >= 0, got {sigma!r}")
+        if sigma:
+            if self.weighted:
+                raise ValueError(
+                    "distributed DP (noise_sigma > 0) needs weighted=False: the example-count "
+                    "slot is not noised"
+                )
+            self.noise  # noqa: B018 - validates sigma against noise_bound
         # the codec validates clip, max_examples, ring_bits, weighted, noise_bound
         FixedPoint(
             clip=self.clip,
@@ -160,6 +186,13 @@ class SecAggConfig:
             weighted=self.weighted,
             noise_bound=self.noise_bound,
         )
+
+    @property
+    def noise(self) -> DistributedDiscreteGaussian | None:
+        """Each client's distributed-DP noise (None without ``noise_sigma``)."""
+        if not self.noise_sigma:
+            return None
+        return DistributedDiscreteGaussian(sigma=float(self.noise_sigma), bound=self.noise_bound)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-dict form (papermill parameters, device JSON)."""
@@ -251,9 +284,13 @@ class RoundSetup:
     def codec(self) -> FixedPoint:
         """The fixed-point codec with headroom for this cohort."""
         c = self.config
+        if c.max_clients is not None and len(self.cohort) > c.max_clients:
+            raise ValueError(
+                f"a cohort of {len(self.cohort)} exceeds the config's max_clients={c.max_clients}"
+            )
         return FixedPoint(
             clip=float(c.clip),
-            max_clients=len(self.cohort),
+            max_clients=c.max_clients or len(self.cohort),
             max_examples=c.max_examples,
             ring_bits=c.ring_bits,
             weighted=c.weighted,
@@ -655,6 +692,11 @@ class SecAggClient:
             body = plain[2 * _ID :]
             held[j] = (body[:SHARE_BYTES], body[SHARE_BYTES:])
         codec = self.setup.codec
+        ddg = self.setup.config.noise
+        if ddg is not None:  # distributed DP: noise from OS entropy, no count released
+            if noise is None:
+                noise = ddg.noise()
+            num_examples = 1
         y = codec.encode(x, num_examples, noise=noise)
         acc = MaskAccumulator(y)
         acc.add(self._seed)
