@@ -152,6 +152,24 @@ def test_a_supernode_stopped_mid_round_is_a_dropout_and_the_round_completes(flee
     assert {n["client_id"]: n["node_id"] for n in out["nodes"]["nodes"]} == fleet.node_ids
 
 
+def test_a_clientapp_that_raises_is_a_failed_client_and_the_round_completes(fleet):
+    # A misconfigured board: its ClientApp raises on every train message (a negative
+    # emulated delay is refused by the ClientApp's own config check). Flower answers with
+    # an error reply, which the dispatcher reports as "failed" with Flower's reason.
+    fleet.fleet.stop(fleet.nodes[1])
+    fleet.start_node(1, node_config={"emulate-delay-s": -1.0})
+    try:
+        _, out = _run(fleet, fleet.spec("failed", rounds=1))
+        (round0,) = out["history"]
+        assert tuple(round0["completed"]) == (0, 2)
+        ((cid, why),) = round0["failed"]
+        assert cid == 1 and "Flower error" in why, why
+        assert round0["num_examples"] > 0 and round0["aggregation_failure"] == ""
+    finally:
+        fleet.fleet.stop(fleet.nodes[1])
+        fleet.start_node(1)
+
+
 def test_a_superlink_restart_with_its_database_resumes(fleet):
     ckpt = fleet.work / "checkpoints"
     first = fleet.spec("resume", rounds=1, checkpoint_dir=str(ckpt))
