@@ -93,7 +93,7 @@ alt_install() {
 # train_check.py or op_probe.py, run from the share). train_check.py results go to
 # results/exp-LABEL.json; every output line is prefixed with the label.
 experiments() {
-  local label py script args bad=0
+  local label py script args rc bad=0
   while IFS='|' read -r label py args; do
     case "$label" in '' | '#'*) continue ;; esac
     if [ "$py" = venv ]; then py="$VENV/bin/python"; else py="/opt/$py/bin/python"; fi
@@ -102,7 +102,9 @@ experiments() {
     [ "$script" = train_check.py ] && args="--json $RES/exp-$label.json $args"
     # shellcheck disable=SC2086
     "$py" "$SHARE/$script" $args 2>&1 | sed "s/^/$label: /"
-    [ "${PIPESTATUS[0]}" = 0 ] || bad=1
+    rc="${PIPESTATUS[0]}"
+    echo "$label: exit $rc"
+    [ "$rc" = 0 ] || bad=1
   done < "$SHARE/experiments.txt"
   return "$bad"
 }
