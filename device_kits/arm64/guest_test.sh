@@ -16,7 +16,7 @@ STEP_TIMEOUT="${STEP_TIMEOUT:-1500}"
 # Knobs written by run_test.sh (the kernel command line cannot carry them): ARM64_STEPS (which
 # steps; they run in the order below), ARM64_CORE=1 (core dumps of processes that ask for them, into
 # $SHARE/cores), experiments.txt (one "label|python|train_check.py args" per line).
-ARM64_STEPS="python install patch alt-install op-probe doctor bench train-check bisect experiments agent"
+ARM64_STEPS="python install patch alt-install op-probe doctor bench train-check litert-rank0 bisect experiments agent"
 ARM64_CORE=0
 # shellcheck disable=SC1091
 [ -f "$SHARE/params.env" ] && . "$SHARE/params.env"
@@ -125,8 +125,13 @@ if wants op-probe && compgen -G "$SHARE/probe/*.tflite" > /dev/null; then
 fi
 wants doctor && step doctor "$PY" -m fedlab.edge.doctor --config "$SHARE/device/device.json"
 wants bench && step bench "$PY" -m fedlab.edge.bench "$SHARE/kit/model/model.tflite" --runs 20
-wants train-check && step train-check "$PY" "$SHARE/train_check.py" \
+# lr/mu/beta fed as shape (1,): rank-0 values crash ai-edge-litert's aarch64 binding (README
+# "The train crash"); the device must feed them so too.
+wants train-check && step train-check "$PY" "$SHARE/train_check.py" --scalars-1d \
   --data "$SHARE/device/data.npz" --json "$RES/train_check.json" "$SHARE/kit/model/model.tflite"
+# That LiteRT bug itself: exit 139 while it is there (host.py collect reports it, not a failure).
+wants litert-rank0 && step litert-rank0 "$PY" "$SHARE/op_probe.py" resize-empty \
+  "$SHARE/kit/model/model.tflite"
 if wants bisect && compgen -G "$SHARE/bisect/*.tflite" > /dev/null; then
   step bisect "$PY" "$SHARE/train_check.py" --steps 10 --resolvers AUTO,BUILTIN_REF \
     --json "$RES/bisect.json" "$SHARE"/bisect/*.tflite

@@ -105,14 +105,28 @@ def child(path: str) -> None:
 def resize_empty(path: str) -> None:
     """``resize_tensor_input(i, [])`` on any model: what the signature runner does for a rank-0
     input. SIGSEGV in ai-edge-litert's aarch64 ``InterpreterWrapper::ResizeInputTensor``."""
+    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interp = Interpreter(model_content=Path(path).read_bytes(), num_threads=1)
-    index = interp.get_input_details()[0]["index"]
-    interp.resize_tensor_input(index, [1, F])
-    print("resize_tensor_input(i, [1, 64]): ok", flush=True)
-    interp.resize_tensor_input(index, [])
-    print("resize_tensor_input(i, []): ok", flush=True)
+    if interp.get_input_details():
+        index = interp.get_input_details()[0]["index"]
+        interp.resize_tensor_input(index, [1, F])
+        print("resize_tensor_input(i, [1, 64]): ok", flush=True)
+        interp.resize_tensor_input(index, [])
+        print("resize_tensor_input(i, []): ok", flush=True)
+        return
+    # A multi-signature model (the trainable kit's) whose first subgraph has no input: resize
+    # an input of a signature exactly as SignatureRunner.__call__ does for a rank-0 value.
+    for key in interp.get_signature_list():
+        runner = interp.get_signature_runner(key)
+        inputs = runner.get_input_details()
+        if inputs:
+            name, detail = next(iter(inputs.items()))
+            wrapper, sub = runner._interpreter_wrapper, runner._subgraph_index
+            wrapper.ResizeInputTensor(detail["index"], np.array([], np.int32), False, sub)
+            print(f"signature {key!r} input {name!r} resized to []: ok", flush=True)
+            return
 
 
 def run(paths: list[str]) -> int:
