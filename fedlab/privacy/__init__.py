@@ -22,7 +22,7 @@ from fedlab.privacy.attacks import (
     member_holdout_split,
     split_devices,
 )
-from fedlab.privacy.ddg import DDGLedger, DDGPlan, encoded_sensitivity, plan_ddg
+from fedlab.privacy.ddg import DDGLedger, DDGPlan, encoded_sensitivity, plan_ddg, plan_ddg_run
 from fedlab.privacy.ddg_tracker import DDGTracker, secagg_config
 from fedlab.privacy.dp_fedavg import DPFedAvg, clip_by_global_norm, global_norm
 from fedlab.privacy.dp_sgd import DPSGDRuntime, dp_sgd_epsilon, dp_sgd_statement
@@ -54,6 +54,7 @@ __all__ = [
     "member_holdout_split",
     "noise_multiplier_for",
     "plan_ddg",
+    "plan_ddg_run",
     "round_event",
     "secagg_config",
     "split_devices",

@@ -99,6 +99,7 @@ __all__ = [
     "exact_epsilon_1d",
     "exact_rdp_1d",
     "plan_ddg",
+    "plan_ddg_run",
 ]
 
 Adjacency = Literal["replace-one", "zero-out"]
@@ -651,6 +652,67 @@ def plan_ddg(
             low = mid
     codec, sigma, sens = build(high)
     return DDGPlan(codec, DistributedDiscreteGaussian(sigma=sigma, bound=high), sens)
+
+
+def plan_ddg_run(
+    *,
+    l2_clip: float,
+    dim: int,
+    contributors: int,
+    max_clients: int,
+    noise_multiplier: float,
+    rounds: int,
+    delta: float,
+    ring_bits: int = 32,
+    adjacency: Adjacency = "replace-one",
+) -> DDGPlan:
+    """:func:`plan_ddg` with the truncation target chosen for a whole run.
+
+    The ledger pays ``e^ε·η`` for truncation, so the tail must sit below ``δ·e^(-ε)`` for
+    the ε the run will reach — which depends on σ. This iterates: plan, compute the ε of
+    ``rounds`` rounds with ``contributors`` (RDP alone), set ``tail = 1e-3·δ·e^(-1.2·ε)``
+    (as ``benchmarks/ddg.py``), until the tail stops shrinking; the truncation then costs
+    at most ~1e-3 of δ.
+
+    Parameters
+    ----------
+    l2_clip, dim, contributors, max_clients, noise_multiplier, ring_bits, adjacency
+        As :func:`plan_ddg`.
+    rounds : int
+        Rounds the run may last (every noise value of every round is covered).
+    delta : float
+        The δ the run's ε will be reported at.
+    """
+    rounds = _count("rounds", rounds)
+    if not (isinstance(delta, int | float) and 0 < delta < 1):
+        raise ValueError(f"delta must be in (0, 1), got {delta!r}")
+    draws = max_clients * dim * rounds
+    tail = 1e-3 * delta
+    plan = None
+    for _ in range(8):
+        plan = plan_ddg(
+            l2_clip=l2_clip,
+            dim=dim,
+            contributors=contributors,
+            max_clients=max_clients,
+            noise_multiplier=noise_multiplier,
+            tail=tail,
+            draws=draws,
+            ring_bits=ring_bits,
+            adjacency=adjacency,
+        )
+        ledger = DDGLedger(delta=delta, adjacency=adjacency)
+        for _ in range(rounds):
+            ledger.record_round(
+                noise=plan.noise, contributors=contributors, sensitivity=plan.sensitivity
+            )
+        eps, _ = _rdp.compute_epsilon(ledger.orders, ledger.rdp(), delta)
+        wanted = 1e-3 * delta * math.exp(-1.2 * float(eps))
+        if wanted >= tail or wanted == 0.0:
+            break
+        tail = wanted
+    assert plan is not None
+    return plan
 
 
 # -- exact reference for the 1-D mechanism (lower bounds for the tests and the benchmark) ------

@@ -115,6 +115,17 @@ def _check_engine(results: dict[str, Any], cfg: dict[str, Any]) -> None:
     assert forged["aggregation_failure"] == ""
     assert 0 <= forged["accuracy"] <= 1
 
+    # Distributed discrete Gaussian noise: the devices noise, the ledger counts contributors.
+    ddg = results["engine_ddg"]
+    assert math.isfinite(ddg["epsilon"]) and ddg["epsilon"] > 0
+    assert ddg["sigma"] >= 0.5 and ddg["bound"] > ddg["sigma"]
+    assert ddg["rounds_accounted"] == len(ddg["contributors"]) == rounds
+    assert all(1 <= n <= cohort for n in ddg["contributors"])
+    flat = " ".join(ddg["statement"].split())
+    assert "no single party sees an un-noised sum" in flat
+    assert "Dropouts reduce the noise" in flat
+    assert 0 <= ddg["accuracy"] <= 1
+
 
 def check_exercises_secure_aggregation(ex: dict[str, Any]) -> None:
     assert all(cost["ok"] for cost in ex["drop_cost"].values())

@@ -123,3 +123,25 @@ def test_the_budget_refuses_the_round_that_could_exceed_it():
     with pytest.raises(BudgetExceeded):
         fed.run_round()
     assert fed.rounds_done == 1
+
+
+def test_a_run_plan_keeps_the_truncation_cost_negligible_for_its_epsilon():
+    from fedlab.privacy import plan_ddg_run
+
+    delta, rounds = 1e-3, 20
+    plan = plan_ddg_run(
+        l2_clip=1.0,
+        dim=650,
+        contributors=6,
+        max_clients=10,
+        noise_multiplier=0.5,
+        rounds=rounds,
+        delta=delta,
+    )
+    ledger = DDGLedger(delta=delta)
+    for _ in range(rounds):
+        ledger.record_round(noise=plan.noise, contributors=6, sensitivity=plan.sensitivity)
+    eps = ledger.epsilon()
+    assert math.isfinite(eps)
+    # what truncation adds to δ at that ε is at most ~1e-3 of δ
+    assert math.exp(eps) * ledger.truncation_mass() <= 2e-3 * delta
