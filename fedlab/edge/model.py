@@ -209,9 +209,11 @@ class TrainableModel:
             x=np.ascontiguousarray(x, dtype=np.float32),
             y=np.ascontiguousarray(y, dtype=np.int32),
             w=np.ascontiguousarray(weights, dtype=np.float32),
-            lr=np.float32(lr),
-            mu=np.float32(mu),
-            beta=np.float32(beta),
+            # Shape (1,), not rank 0: ai-edge-litert's aarch64 binding (1.4-2.3) crashes
+            # resizing an input to [] (device_kits/arm64/README.md); [1] broadcasts the same.
+            lr=np.full((1,), lr, np.float32),
+            mu=np.full((1,), mu, np.float32),
+            beta=np.full((1,), beta, np.float32),
         )
         return float(out["loss"])
 
