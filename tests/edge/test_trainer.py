@@ -164,3 +164,23 @@ def test_checkpoint_round_trip_is_atomic(tmp_path, monkeypatch) -> None:
     trainer.model.restore_checkpoint(target)  # the old checkpoint is intact
     for a, b in zip(trainer.model.get_weights(), saved, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_no_input_is_fed_as_a_rank_0_value() -> None:
+    # ai-edge-litert's aarch64 binding (1.4-2.3) crashes resizing an input to shape []
+    # (device_kits/arm64/README.md); x86-64 does not, so guard the feed itself here.
+    trainer = trainer_for(build_model("digits_cnn", (8, 8, 1), 10))
+    model = trainer.model
+    fed: dict[str, tuple[int, ...]] = {}
+    real = model._train
+
+    def spy(**inputs):
+        fed.update({k: np.shape(v) for k, v in inputs.items()})
+        return real(**inputs)
+
+    model._train = spy
+    x = np.zeros((model.spec.batch_size, 8, 8, 1), np.float32)
+    y = np.zeros(model.spec.batch_size, np.int32)
+    model.train_step(x, y, np.ones(model.spec.batch_size, np.float32), lr=0.1, mu=0.0, beta=0.5)
+    assert {"lr", "mu", "beta"} <= set(fed)
+    assert all(len(shape) >= 1 for shape in fed.values()), fed
