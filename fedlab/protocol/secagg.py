@@ -5,8 +5,10 @@ exchanges: the server sends each cohort member a :class:`SecAggRequest` (the rou
 :class:`~fedlab.secure.secagg.RoundSetup` plus that client's part of the stage: nothing,
 its neighbours' keys, the shares addressed to it, or which neighbours survived) and the
 device answers with the stage's client message. Every message is one frame of
-:mod:`fedlab.protocol.wire` (CRC, size checks) whose JSON header carries the fields, byte
-strings as hex; a masked input's ring vector is the frame's opaque payload.
+:mod:`fedlab.protocol.wire` (CRC, size checks): its JSON header carries the scalar fields
+and a table of ``parts`` — ``[name, count, item bytes]`` — that lay out the frame's binary
+payload (the cohort and other client-id lists as little-endian u64, keys, ciphertexts,
+shares, the masked ring vector), so a header stays small whatever the cohort size.
 
 The setup travels with every request because a device answers each stage in a fresh
 process (a Flower ClientApp) and must not trust its own disk to say which round it is in.
@@ -15,7 +17,8 @@ Decoding trusts nothing: a wrong type, length or stage is one :class:`ProtocolEr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +28,7 @@ from fedlab.secure.secagg import (
     ADVERTISE,
     MASKED_INPUT,
     SHARE,
+    SHARE_CIPHERTEXT_BYTES,
     STAGES,
     UNMASK,
     AdvertiseKeys,
@@ -37,6 +41,7 @@ from fedlab.secure.secagg import (
     UnmaskRequest,
     UnmaskResponse,
 )
+from fedlab.secure.shamir import SHARE_BYTES
 
 __all__ = [
     "SecAggReply",
@@ -113,96 +118,158 @@ def _int(header: Mapping[str, Any], key: str) -> int:
     return value
 
 
-def _bytes(value: Any, what: str, size: int | None = None) -> bytes:
+def _hex(value: Any, what: str, size: int) -> bytes:
     if not isinstance(value, str):
         raise ProtocolError(f"secagg {what} must be hex text, got {type(value).__name__}")
     try:
         raw = bytes.fromhex(value)
     except ValueError:
         raise ProtocolError(f"secagg {what} is not hex") from None
-    if size is not None and len(raw) != size:
+    if len(raw) != size:
         raise ProtocolError(f"secagg {what} must be {size} bytes, got {len(raw)}")
     return raw
 
 
-def _id(key: Any, what: str) -> int:
-    if not isinstance(key, str) or not key.isdigit() or len(key) > 19:
-        raise ProtocolError(f"secagg {what}: {key!r:.40} is not a client id")
-    return int(key)
+# -- the binary parts ---------------------------------------------------------------------
+_U64 = struct.Struct("<Q")
 
 
-def _by_id(header: Mapping[str, Any], key: str) -> dict[int, Any]:
-    value = _field(header, key)
-    if not isinstance(value, dict):
-        raise ProtocolError(f"secagg {key!r} must be an object keyed by client id")
-    return {_id(k, key): v for k, v in value.items()}
+class _Parts:
+    """Named runs of fixed-size items, laid out one after the other in the payload."""
+
+    def __init__(self) -> None:
+        self.table: list[list[Any]] = []
+        self.chunks: list[bytes] = []
+
+    def add(self, name: str, items: Sequence[bytes], size: int) -> None:
+        for item in items:
+            if len(item) != size:
+                raise ValueError(f"{name}: an item of {len(item)} bytes, the wire carries {size}")
+        self.table.append([name, len(items), size])
+        self.chunks.extend(items)
+
+    def ids(self, name: str, ids: Iterable[int]) -> None:
+        self.add(name, [_U64.pack(int(i)) for i in ids], 8)
+
+    def payload(self) -> bytes:
+        return b"".join(self.chunks)
 
 
-def _id_list(header: Mapping[str, Any], key: str) -> frozenset[int]:
-    value = _field(header, key)
-    if not isinstance(value, list) or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value
-    ):
-        raise ProtocolError(f"secagg {key!r} must be a list of client ids")
-    return frozenset(value)
+def _read_parts(
+    header: Mapping[str, Any], payload: bytes, wanted: Mapping[str, int | None]
+) -> dict[str, list[bytes]]:
+    """Split ``payload`` by the header's ``parts`` table: exactly the ``wanted`` names, in
+    any order, each with its item size (``None``: any size, the caller checks it)."""
+    table = _field(header, "parts")
+    if not isinstance(table, list):
+        raise ProtocolError("secagg 'parts' must be a list")
+    out: dict[str, list[bytes]] = {}
+    offset = 0
+    for entry in table:
+        if (
+            not isinstance(entry, list)
+            or len(entry) != 3
+            or not isinstance(entry[0], str)
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in entry[1:])
+        ):
+            raise ProtocolError(f"secagg part {entry!r:.60} is not [name, count, size]")
+        name, count, size = entry
+        if name not in wanted or name in out:
+            raise ProtocolError(f"secagg part {name!r:.40} is unexpected or repeated")
+        if wanted[name] is not None and size != wanted[name]:
+            raise ProtocolError(
+                f"secagg part {name!r} has items of {size} bytes, expected {wanted[name]}"
+            )
+        end = offset + count * size
+        if end > len(payload):
+            raise ProtocolError(f"secagg part {name!r} runs past the payload")
+        out[name] = [payload[offset + i * size : offset + (i + 1) * size] for i in range(count)]
+        offset = end
+    if offset != len(payload):
+        raise ProtocolError(
+            f"secagg payload has {len(payload) - offset} bytes no part accounts for"
+        )
+    missing = sorted(set(wanted) - set(out))
+    if missing:
+        raise ProtocolError(f"secagg message lacks parts {missing}")
+    return out
+
+
+def _ids(items: list[bytes]) -> list[int]:
+    return [_U64.unpack(i)[0] for i in items]
+
+
+def _keyed(ids: list[bytes], values: list[bytes], what: str) -> dict[int, bytes]:
+    keys = _ids(ids)
+    if len(keys) != len(values) or len(set(keys)) != len(keys):
+        raise ProtocolError(f"secagg {what}: ids and values do not pair up one to one")
+    return dict(zip(keys, values, strict=True))
 
 
 def _setup_header(setup: RoundSetup) -> dict[str, Any]:
     return {
         "config": setup.config.to_dict(),
         "round_index": setup.round_index,
-        "cohort": list(setup.cohort),
         "dimension": setup.dimension,
         "seed": setup.seed.hex(),
     }
 
 
-def _setup(value: Any) -> RoundSetup:
+def _setup(value: Any, cohort: list[int]) -> RoundSetup:
     if not isinstance(value, dict):
         raise ProtocolError("secagg 'setup' must be an object")
     try:
         config = value["config"]
         if not isinstance(config, dict):
             raise TypeError("config must be an object")
-        cohort = value["cohort"]
-        if not isinstance(cohort, list):
-            raise TypeError("cohort must be a list")
+        seed = value["seed"]
+        if not isinstance(seed, str):
+            raise TypeError("seed must be hex text")
         return RoundSetup(
             SecAggConfig.from_dict(config),
             value["round_index"],
             tuple(cohort),
             value["dimension"],
-            _bytes(value["seed"], "setup seed"),
+            bytes.fromhex(seed),
         )
-    except ProtocolError:
-        raise
     except (KeyError, TypeError, ValueError) as exc:
         raise ProtocolError(f"secagg setup is invalid: {exc}") from None
-
-
-def _pairs(value: Any, what: str) -> tuple[bytes, bytes]:
-    if not isinstance(value, list) or len(value) != 2:
-        raise ProtocolError(f"secagg {what} must be a pair of keys")
-    return _bytes(value[0], what, 32), _bytes(value[1], what, 32)
 
 
 # -- requests ---------------------------------------------------------------------------------
 def encode_request(request: SecAggRequest) -> bytes:
     """One frame carrying ``request``."""
-    header: dict[str, Any] = {
-        "stage": request.stage,
-        "setup": _setup_header(request.setup),
-        "client_id": request.client_id,
-    }
+    parts = _Parts()
+    parts.ids("cohort", request.setup.cohort)
     body = request.body
     if isinstance(body, KeyBroadcast):
-        header["keys"] = {str(j): [a.hex(), b.hex()] for j, (a, b) in sorted(body.keys.items())}
+        order = sorted(body.keys)
+        parts.ids("key_ids", order)
+        parts.add("keys", [body.keys[j][0] + body.keys[j][1] for j in order], 64)
     elif isinstance(body, ShareDelivery):
-        header["ciphertexts"] = {str(j): c.hex() for j, c in sorted(body.ciphertexts.items())}
+        order = sorted(body.ciphertexts)
+        parts.ids("ct_ids", order)
+        parts.add("cts", [body.ciphertexts[j] for j in order], SHARE_CIPHERTEXT_BYTES)
     elif isinstance(body, UnmaskRequest):
-        header["survivors"] = sorted(body.survivors)
-        header["dropped"] = sorted(body.dropped)
-    return pack_frame(KIND_SECAGG, {"request": header})
+        parts.ids("survivors", sorted(body.survivors))
+        parts.ids("dropped", sorted(body.dropped))
+    header = {
+        "request": {
+            "stage": request.stage,
+            "setup": _setup_header(request.setup),
+            "client_id": request.client_id,
+        },
+        "parts": parts.table,
+    }
+    return pack_frame(KIND_SECAGG, header, payload=parts.payload())
+
+
+_REQUEST_PARTS: dict[str, dict[str, int | None]] = {
+    ADVERTISE: {"cohort": 8},
+    SHARE: {"cohort": 8, "key_ids": 8, "keys": 64},
+    MASKED_INPUT: {"cohort": 8, "ct_ids": 8, "cts": SHARE_CIPHERTEXT_BYTES},
+    UNMASK: {"cohort": 8, "survivors": 8, "dropped": 8},
+}
 
 
 def decode_request(data: bytes | bytearray | memoryview) -> SecAggRequest:
@@ -220,18 +287,20 @@ def decode_request(data: bytes | bytearray | memoryview) -> SecAggRequest:
     stage = _field(header, "stage")
     if stage not in STAGES:
         raise ProtocolError(f"secagg stage {stage!r:.40} is not one of {STAGES}")
-    setup = _setup(_field(header, "setup"))
+    parts = _read_parts(frame.header, frame.payload, _REQUEST_PARTS[stage])
+    setup = _setup(_field(header, "setup"), _ids(parts["cohort"]))
     cid = _int(header, "client_id")
     r = setup.round_index
     body: SecAggRequestBody = None
     if stage == SHARE:
-        keys = {j: _pairs(v, "neighbour keys") for j, v in _by_id(header, "keys").items()}
-        body = KeyBroadcast(r, keys)
+        keys = _keyed(parts["key_ids"], parts["keys"], "neighbour keys")
+        body = KeyBroadcast(r, {j: (k[:32], k[32:]) for j, k in keys.items()})
     elif stage == MASKED_INPUT:
-        cts = {j: _bytes(v, "ciphertext") for j, v in _by_id(header, "ciphertexts").items()}
-        body = ShareDelivery(r, cts)
+        body = ShareDelivery(r, _keyed(parts["ct_ids"], parts["cts"], "ciphertexts"))
     elif stage == UNMASK:
-        body = UnmaskRequest(r, _id_list(header, "survivors"), _id_list(header, "dropped"))
+        body = UnmaskRequest(
+            r, frozenset(_ids(parts["survivors"])), frozenset(_ids(parts["dropped"]))
+        )
     try:
         return SecAggRequest(stage, setup, cid, body)
     except (TypeError, ValueError) as exc:
@@ -242,32 +311,38 @@ def decode_request(data: bytes | bytearray | memoryview) -> SecAggRequest:
 def encode_reply(message: SecAggReply) -> bytes:
     """One frame carrying a client's stage message."""
     header: dict[str, Any] = {"client_id": message.client_id, "round_index": message.round_index}
-    payload = b""
+    parts = _Parts()
     if isinstance(message, AdvertiseKeys):
-        header.update(
-            stage=ADVERTISE,
-            cipher_key=message.cipher_key.hex(),
-            mask_key=message.mask_key.hex(),
-            signature=(message.signature or b"").hex(),
-        )
+        header["stage"] = ADVERTISE
+        parts.add("keys", [message.cipher_key + message.mask_key], 64)
+        parts.add("signature", [message.signature] if message.signature else [], 64)
     elif isinstance(message, ShareKeys):
-        header.update(
-            stage=SHARE,
-            ciphertexts={str(j): c.hex() for j, c in sorted(message.ciphertexts.items())},
-            commitment=message.commitment.hex(),
-        )
+        header["stage"] = SHARE
+        order = sorted(message.ciphertexts)
+        parts.ids("ct_ids", order)
+        parts.add("cts", [message.ciphertexts[j] for j in order], SHARE_CIPHERTEXT_BYTES)
+        parts.add("commitment", [message.commitment], 32)
     elif isinstance(message, MaskedInput):
         header["stage"] = MASKED_INPUT
-        payload = message.payload()
+        vector = message.payload()
+        parts.add("vector", [vector], len(vector))
     elif isinstance(message, UnmaskResponse):
-        header.update(
-            stage=UNMASK,
-            seed_shares={str(j): v.hex() for j, v in sorted(message.seed_shares.items())},
-            key_shares={str(j): v.hex() for j, v in sorted(message.key_shares.items())},
-        )
+        header["stage"] = UNMASK
+        for name, shares in (("seed", message.seed_shares), ("key", message.key_shares)):
+            order = sorted(shares)
+            parts.ids(f"{name}_ids", order)
+            parts.add(f"{name}_shares", [shares[j] for j in order], SHARE_BYTES)
     else:
         raise TypeError(f"not a secure-aggregation client message: {type(message).__name__}")
-    return pack_frame(KIND_SECAGG, {"reply": header}, payload=payload)
+    return pack_frame(KIND_SECAGG, {"reply": header, "parts": parts.table}, payload=parts.payload())
+
+
+_REPLY_PARTS: dict[str, dict[str, int | None]] = {
+    ADVERTISE: {"keys": 64, "signature": 64},
+    SHARE: {"ct_ids": 8, "cts": SHARE_CIPHERTEXT_BYTES, "commitment": 32},
+    MASKED_INPUT: {"vector": None},
+    UNMASK: {"seed_ids": 8, "seed_shares": SHARE_BYTES, "key_ids": 8, "key_shares": SHARE_BYTES},
+}
 
 
 def decode_reply(
@@ -292,26 +367,30 @@ def decode_reply(
     if got != stage:
         raise ProtocolError(f"expected a {stage} reply, got {got!r:.40}")
     cid, r = _int(header, "client_id"), _int(header, "round_index")
-    if stage != MASKED_INPUT and frame.payload:
-        raise ProtocolError(f"a {stage} reply carries no payload")
+    parts = _read_parts(frame.header, frame.payload, _REPLY_PARTS[stage])
     if stage == ADVERTISE:
-        signature = _bytes(_field(header, "signature"), "signature")
-        return AdvertiseKeys(
-            cid,
-            r,
-            _bytes(_field(header, "cipher_key"), "cipher key", 32),
-            _bytes(_field(header, "mask_key"), "mask key", 32),
-            signature or None,
-        )
+        (keys,) = _one(parts["keys"], "keys")
+        signature = parts["signature"]
+        if len(signature) > 1:
+            raise ProtocolError("secagg advert carries more than one signature")
+        return AdvertiseKeys(cid, r, keys[:32], keys[32:], signature[0] if signature else None)
     if stage == SHARE:
-        cts = {j: _bytes(v, "ciphertext") for j, v in _by_id(header, "ciphertexts").items()}
-        return ShareKeys(cid, r, cts, _bytes(_field(header, "commitment"), "commitment", 32))
+        cts = _keyed(parts["ct_ids"], parts["cts"], "ciphertexts")
+        (commitment,) = _one(parts["commitment"], "commitment")
+        return ShareKeys(cid, r, cts, commitment)
     if stage == MASKED_INPUT:
+        (vector,) = _one(parts["vector"], "masked vector")
         try:
-            masked = MaskedInput.from_payload(setup, cid, frame.payload)
+            masked = MaskedInput.from_payload(setup, cid, vector)
         except ValueError as exc:
             raise ProtocolError(str(exc)) from None
         return MaskedInput(cid, r, masked.vector)
-    seeds = {j: _bytes(v, "seed share") for j, v in _by_id(header, "seed_shares").items()}
-    keys = {j: _bytes(v, "key share") for j, v in _by_id(header, "key_shares").items()}
-    return UnmaskResponse(cid, r, seeds, keys)
+    seeds = _keyed(parts["seed_ids"], parts["seed_shares"], "seed shares")
+    key_shares = _keyed(parts["key_ids"], parts["key_shares"], "key shares")
+    return UnmaskResponse(cid, r, seeds, key_shares)
+
+
+def _one(items: list[bytes], what: str) -> list[bytes]:
+    if len(items) != 1:
+        raise ProtocolError(f"secagg {what}: expected one, got {len(items)}")
+    return items

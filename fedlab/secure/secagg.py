@@ -55,6 +55,7 @@ __all__ = [
     "ADVERTISE",
     "MASKED_INPUT",
     "SHARE",
+    "SHARE_CIPHERTEXT_BYTES",
     "STAGES",
     "UNMASK",
     "AdvertiseKeys",
@@ -81,6 +82,8 @@ STAGES = (ADVERTISE, SHARE, MASKED_INPUT, UNMASK)
 _ID = 8  # bytes for a client id on the wire
 _SHARE_PLAIN = 2 * _ID + 2 * SHARE_BYTES
 _SHARE_CT = _SHARE_PLAIN + 16
+#: Bytes of one encrypted share pair (a ``ShareKeys`` / ``ShareDelivery`` ciphertext).
+SHARE_CIPHERTEXT_BYTES = _SHARE_CT
 _RAW = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fedlab.protocol import ProtocolError, decode, pack_frame
+from fedlab.protocol import ProtocolError, decode, pack_frame, unpack_frame
 from fedlab.protocol.secagg import (
     SecAggRequest,
     decode_reply,
@@ -25,6 +25,7 @@ from fedlab.secure import (
     SHARE,
     UNMASK,
     DeviceIdentity,
+    KeyBroadcast,
     RoundSetup,
     SecAggClient,
     SecAggConfig,
@@ -123,38 +124,50 @@ def test_any_byte_flip_or_truncation_is_one_protocol_error(played, data):
             decode_reply(bytes(raw), setup, stage=stage)
 
 
-def _request_header(req: SecAggRequest) -> dict:
-    from fedlab.protocol import unpack_frame
-
-    return unpack_frame(encode_request(req)).header
-
-
 @pytest.mark.parametrize(
     ("path", "value", "why"),
     [
         (("request", "stage"), "steal", "not one of"),
         (("request", "client_id"), -1, "client_id"),
         (("request", "client_id"), 99, "not in the round's cohort"),
-        (("request", "setup", "seed"), "zz", "not hex"),
-        (("request", "setup", "cohort"), [0, 0, 1], "distinct"),
+        (("request", "setup", "seed"), "zz", "setup is invalid"),
         (("request", "setup", "config"), {"threshold": 2}, "setup is invalid"),
         (("request", "setup", "dimension"), "7", "setup is invalid"),
-        (("request", "keys"), {"x1": ["00", "00"]}, "not a client id"),
-        (("request", "keys"), {"1": ["00" * 32]}, "pair of keys"),
-        (("request", "keys"), {"1": ["00" * 31, "00" * 32]}, "32 bytes"),
         (("request",), "nothing", "expected a secure-aggregation request"),
+        (("parts",), "x", "'parts' must be a list"),
+        (("parts", 0), ["cohort", 99, 8], "runs past the payload"),
+        (("parts", 0), ["cohort", 1, 8], "no part accounts for"),
+        (("parts", 1), ["key_ids", 3, 7], "items of 7 bytes"),
+        (("parts", 1), ["evil", 3, 8], "unexpected or repeated"),
+        (("parts", 1), ["cohort", 3, 8], "unexpected or repeated"),
+        (("parts", 1), ["key_ids", 3], "is not \\[name, count, size\\]"),
     ],
 )
 def test_forged_request_fields_are_refused_with_the_field_named(played, path, value, why):
     _, frames = played
     req = next(r for s, r, _ in frames if s == SHARE)
-    header = _request_header(req)
+    frame = unpack_frame(encode_request(req))
+    header = json.loads(json.dumps(frame.header))
     node = header
     for key in path[:-1]:
         node = node[key]
     node[path[-1]] = value
     with pytest.raises(ProtocolError, match=why):
-        decode_request(pack_frame(KIND_SECAGG, header))
+        decode_request(pack_frame(KIND_SECAGG, header, payload=frame.payload))
+
+
+def test_a_forged_payload_is_refused(played):
+    _, frames = played
+    req = next(r for s, r, _ in frames if s == SHARE)
+    frame = unpack_frame(encode_request(req))
+    twice = frame.payload[:8] * 2 + frame.payload[16:]  # cohort [0, 0, 2, 3]
+    with pytest.raises(ProtocolError, match="distinct"):
+        decode_request(pack_frame(KIND_SECAGG, frame.header, payload=twice))
+    header = json.loads(json.dumps(frame.header))
+    header["parts"][1][1] += 1  # one more key id than keys
+    extra = frame.payload[:32] + frame.payload[24:32] + frame.payload[32:]
+    with pytest.raises(ProtocolError, match="pair up"):
+        decode_request(pack_frame(KIND_SECAGG, header, payload=extra))
 
 
 def test_a_reply_for_another_stage_or_of_the_wrong_size_is_refused(played):
@@ -165,19 +178,33 @@ def test_a_reply_for_another_stage_or_of_the_wrong_size_is_refused(played):
         decode_reply(frame, setup, stage=UNMASK)
     with pytest.raises(ProtocolError, match="masked payload"):
         decode_reply(frame, _setup(dimension=8), stage=MASKED_INPUT)
-    advert = next(r for s, _, r in frames if s == ADVERTISE)
-    header = json.loads(json.dumps({"reply": {**_reply_header(advert), "mask_key": "ab"}}))
-    with pytest.raises(ProtocolError, match="mask key must be 32 bytes"):
-        decode_reply(pack_frame(KIND_SECAGG, header), setup, stage=ADVERTISE)
-    header = {"reply": _reply_header(advert)}
-    with pytest.raises(ProtocolError, match="carries no payload"):
-        decode_reply(pack_frame(KIND_SECAGG, header, payload=b"x"), setup, stage=ADVERTISE)
+    advert = unpack_frame(encode_reply(next(r for s, _, r in frames if s == ADVERTISE)))
+    short = {**advert.header, "parts": [["keys", 1, 63], ["signature", 1, 64]]}
+    with pytest.raises(ProtocolError, match="items of 63 bytes, expected 64"):
+        decode_reply(
+            pack_frame(KIND_SECAGG, short, payload=advert.payload[1:]), setup, stage=ADVERTISE
+        )
+    with pytest.raises(ProtocolError, match="no part accounts for"):
+        decode_reply(
+            pack_frame(KIND_SECAGG, advert.header, payload=advert.payload + b"x"),
+            setup,
+            stage=ADVERTISE,
+        )
 
 
-def _reply_header(reply) -> dict:
-    from fedlab.protocol import unpack_frame
-
-    return unpack_frame(encode_reply(reply)).header["reply"]
+def test_headers_stay_small_for_large_cohorts():
+    # The complete graph of 400 clients: every list and share travels in the payload.
+    setup = RoundSetup.create(
+        SecAggConfig(threshold=201, clip=1.0), round_index=0, cohort=range(400), dimension=10
+    )
+    clients = {c: SecAggClient(setup, c) for c in (0, 1)}
+    adverts = {c: cl.advertise_keys() for c, cl in clients.items()}
+    keys = {j: (adverts[j % 2].cipher_key, adverts[j % 2].mask_key) for j in range(1, 400)}
+    req = SecAggRequest(SHARE, setup, 0, KeyBroadcast(0, keys))
+    frame = encode_request(req)
+    assert len(json.dumps(unpack_frame(frame).header)) < 4096
+    back = decode_request(frame)
+    assert back.body == req.body and back.setup == setup
 
 
 def test_generic_decode_refuses_a_secagg_frame(played):
