@@ -219,7 +219,17 @@ class DeviceAgent:
                     "device needs a state_dir"
                 )
             hold_update(self.config.state_dir, task, envelope)
-            envelope = replace(envelope, body=b"", headers={**envelope.headers, "held": True})
+            # Only what the server needs to run the protocol leaves the device: no loss, no
+            # count (it travels inside the masked vector), no norm before clipping.
+            headers = {k: v for k, v in envelope.headers.items() if k != "clip_norm_before"}
+            envelope = replace(
+                envelope,
+                body=b"",
+                num_examples=1,
+                num_steps=0,
+                metrics={},
+                headers={**headers, "held": True},
+            )
         if self._key is not None:  # the client id is the one the server enrolled us under
             envelope = sign_envelope(
                 envelope, DeviceIdentity.from_private_bytes(task.client_id, self._key)

@@ -92,6 +92,7 @@ class _Received:
     stage_bytes: dict[str, int] = field(default_factory=dict)
     refusals: dict[str, int] = field(default_factory=dict)
     server_cpu_s: float = 0.0
+    held_examples: int | None = None  # devices held their updates: the protocol's total
 
 
 def _check_sum_compatible(strategy: object, stage: SecureAggregation | None) -> None:
@@ -674,6 +675,8 @@ class Federation:
                     else f"secure aggregation: lost at {stage}" + (f" ({why})" if why else ""),
                 )
             got.accepted = [u for u in got.accepted if u.client_id not in summed.lost]
+            if hold:  # held reports carry no count: the one the server learns is the sum's
+                got.held_examples = summed.num_examples if summed.cohort is not None else 0
             # Simulated: plaintext bodies would never be sent, the protocol's bytes replace
             # them. Held: the metadata went up with the reports, the protocol's bytes add.
             got.bytes_up = (got.bytes_up if hold else 0) + summed.upload_bytes
@@ -704,6 +707,8 @@ class Federation:
         counts = [u.num_examples for u in got.accepted]
         losses = [float(u.metrics.get("train_loss", math.nan)) for u in got.accepted]
         train_loss = float(np.average(losses, weights=counts)) if got.accepted else math.nan
+        if got.held_examples is not None:  # no per-device count or loss left the devices
+            counts, train_loss = [got.held_examples], math.nan
         used = [
             outcomes[c].duration_s
             for c in selected

@@ -64,7 +64,8 @@ class SecureSum:
     saying at which stage and why); ``lost`` maps each client whose input is not in the
     sum to the stage where it was lost; ``upload_bytes`` is what the clients sent in all
     (every reply frame); ``notes`` says, per client without a usable reply at some stage,
-    why (no answer, a refusal, an undecodable frame).
+    why (no answer, a refusal, an undecodable frame); ``num_examples`` is the example count
+    the protocol summed (inside the masked vectors; capped per client at ``max_examples``).
     """
 
     cohort: CohortSum | None
@@ -73,6 +74,7 @@ class SecureSum:
     upload_bytes: int = 0
     error_bound: float = 0.0
     notes: Mapping[int, str] = field(default_factory=dict)
+    num_examples: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +237,15 @@ def drive_secure_round(
         offset += size
     weight = float(result.num_examples) if result.weighted else float(len(result.contributors))
     cohort = CohortSum(tuple(tensors), weight, len(result.contributors))
-    return SecureSum(cohort, lost_at, "", uploaded, float(result.error_bound), notes=notes)
+    return SecureSum(
+        cohort,
+        lost_at,
+        "",
+        uploaded,
+        float(result.error_bound),
+        notes=notes,
+        num_examples=int(result.num_examples),
+    )
 
 
 @dataclass(frozen=True, slots=True)

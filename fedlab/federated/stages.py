@@ -455,8 +455,9 @@ class ClipUpdate:
 def clip_arrays(
     arrays: Sequence[np.ndarray], clip_norm: float
 ) -> tuple[tuple[np.ndarray, ...] | None, float]:
-    """``arrays`` scaled (in float64, returned as float32) to L2 norm ``clip_norm`` when
-    longer, and their norm before; ``None`` instead of arrays when nothing changes (the
+    """``arrays`` scaled (in float64, returned as float32) to an L2 norm just below
+    ``clip_norm`` (by 1e-6 relative, so float32 rounding cannot push it over) when longer,
+    and their norm before; ``None`` instead of arrays when nothing changes (the
     norm is within the bound, or not finite: validation refuses those). The one clipping
     kernel of :class:`ClipUpdate` and of a device told to clip (``TrainPlan.clip_norm``).
     """
@@ -464,7 +465,9 @@ def clip_arrays(
     norm = l2_norm(values)
     if not math.isfinite(norm) or norm <= clip_norm:
         return None, norm
-    scale = clip_norm / norm
+    # 1e-6 below C: rounding to float32 moves the norm by up to ~1e-7 relative, and the
+    # sensitivity the accounting assumes must hold exactly.
+    scale = clip_norm / norm * (1 - 1e-6)
     return tuple((a.astype(np.float64) * scale).astype(np.float32) for a in values), norm
 
 

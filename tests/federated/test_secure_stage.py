@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 from fedlab.federated import Federation, Pipeline
 from fedlab.federated.secure_stage import SecureAggregation
-from fedlab.federated.stages import ClipUpdate, StageContext
+from fedlab.federated.stages import ClipUpdate, StageContext, clip_arrays
 from fedlab.federated.types import Envelope
 from fedlab.secure import SecAggConfig
 from tests.federated.test_dispatch import CFG, NumpyRuntime, tiny_fleet
@@ -95,7 +98,10 @@ def test_client_clip_stage_scales_long_updates_and_leaves_short_ones() -> None:
     long = Envelope(0, 5, (np.array([3.0, 0.0], np.float32), np.array([0.0, 4.0], np.float32)))
     out = clip.apply(long, ctx)
     assert out.headers["clip_norm_before"] == pytest.approx(5.0)
-    np.testing.assert_allclose(np.concatenate(out.body), [0.6, 0.0, 0.0, 0.8], rtol=1e-6)
+    clipped = np.concatenate(out.body)
+    # scaled to just below C (1e-6 relative), so float32 rounding never lands above it
+    np.testing.assert_allclose(clipped, np.array([0.6, 0.0, 0.0, 0.8]) * (1 - 1e-6), rtol=1e-6)
+    assert float(np.linalg.norm(clipped.astype(np.float64))) <= 1.0
     short = Envelope(0, 5, (np.array([0.3], np.float32),))
     assert clip.apply(short, ctx).body is short.body
     huge = Envelope(0, 5, (np.full(3, 3e38, np.float32),))  # its norm overflows float32
@@ -119,3 +125,18 @@ def test_dp_fedavg_client_side_clipping_on_the_secure_sum() -> None:
     server_side.run(2)
     for a, b in zip(secure.weights, server_side.weights, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    values=hnp.arrays(
+        np.float32,
+        st.integers(1, 50),
+        elements=st.floats(-1e6, 1e6, width=32, allow_nan=False, allow_infinity=False),
+    ),
+    clip=st.floats(1e-4, 1e3),
+)
+def test_a_clipped_update_never_exceeds_its_bound_in_float32(values, clip) -> None:
+    clipped, _ = clip_arrays([values], clip)
+    out = values if clipped is None else clipped[0]
+    assert float(np.linalg.norm(out.astype(np.float64))) <= clip or clipped is None
