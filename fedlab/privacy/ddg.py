@@ -570,11 +570,14 @@ class DDGPlan:
         Each client's noise.
     sensitivity : Sensitivity
         For the ledger.
+    l2_clip : float
+        The L2 bound C every client must clip to (the sensitivity assumes it).
     """
 
     codec: FixedPoint
     noise: DistributedDiscreteGaussian
     sensitivity: Sensitivity
+    l2_clip: float
 
 
 def plan_ddg(
@@ -651,7 +654,7 @@ def plan_ddg(
         else:
             low = mid
     codec, sigma, sens = build(high)
-    return DDGPlan(codec, DistributedDiscreteGaussian(sigma=sigma, bound=high), sens)
+    return DDGPlan(codec, DistributedDiscreteGaussian(sigma=sigma, bound=high), sens, c)
 
 
 def plan_ddg_run(

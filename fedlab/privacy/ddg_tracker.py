@@ -58,10 +58,8 @@ class DDGTracker(Observer):
     Parameters
     ----------
     plan : DDGPlan
-        From :func:`fedlab.privacy.ddg.plan_ddg`: the codec, the clients' noise and the
-        sensitivity in integer units.
-    l2_clip : float
-        The L2 bound ``C`` the plan assumed; every client must clip to at most it.
+        From :func:`fedlab.privacy.ddg.plan_ddg`: the codec, the clients' noise, the
+        sensitivity in integer units and the L2 bound ``C`` every client must clip to.
     delta : float
         Target δ.
     colluders : int
@@ -72,7 +70,6 @@ class DDGTracker(Observer):
     """
 
     plan: DDGPlan
-    l2_clip: float
     delta: float
     colluders: int = 0
     budget_epsilon: float | None = None
@@ -82,8 +79,6 @@ class DDGTracker(Observer):
     def __post_init__(self) -> None:
         if not isinstance(self.plan, DDGPlan):
             raise TypeError(f"plan must be a DDGPlan, got {self.plan!r}")
-        if not (math.isfinite(self.l2_clip) and self.l2_clip > 0):
-            raise ValueError(f"l2_clip must be finite and > 0, got {self.l2_clip!r}")
         if self.budget_epsilon is not None and not (
             math.isfinite(self.budget_epsilon) and self.budget_epsilon > 0
         ):
@@ -94,8 +89,9 @@ class DDGTracker(Observer):
 
     def check(self, federation: Federation) -> None:
         """Raise unless the accounting models how ``federation`` runs its next round: its
-        secure aggregation adds this plan's noise with this plan's encoding, and every
-        client clips to at most ``l2_clip`` last.
+        secure aggregation adds this plan's noise with this plan's encoding to a model of
+        the plan's size, every round keeps more contributors than ``colluders``, and every
+        client clips to at most the plan's C last.
 
         Raises
         ------
@@ -130,7 +126,19 @@ class DDGTracker(Observer):
                 f"the secure aggregation does not encode or noise as the plan says: {differ} "
                 "(got, planned); build its config with secagg_config(plan, ...)"
             )
-        check_clients_clip(federation, self.l2_clip)
+        dim = sum(int(w.size) for w in federation.weights)
+        if dim != self.plan.sensitivity.dim:
+            raise ValueError(
+                f"the plan is for {self.plan.sensitivity.dim} parameters, the model has {dim}: "
+                "its τ·d terms and truncation mass would be understated"
+            )
+        fewest = config.min_clients or config.threshold + 1
+        if fewest <= self.colluders:
+            raise ValueError(
+                f"a round may end with {fewest} contributors, no more than the {self.colluders} "
+                "colluders assumed: it would carry no noise the server does not know"
+            )
+        check_clients_clip(federation, self.plan.l2_clip)
 
     def attach(self, federation: Federation) -> DDGTracker:
         """Subscribe to ``federation`` (observer and guard) before its first release.
@@ -188,5 +196,5 @@ class DDGTracker(Observer):
     def statement(self) -> str:
         """The privacy statement: ε with its assumptions and the trust model."""
         return self.ledger.privacy_statement(
-            (f"every client clips its update to L2 norm <= {self.l2_clip:g} before encoding",)
+            (f"every client clips its update to L2 norm <= {self.plan.l2_clip:g} before encoding",)
         )

@@ -50,7 +50,7 @@ def _federation(plan, *, clip: float | None = C, **secure) -> Federation:
 def test_the_tracker_records_every_round_with_its_contributors():
     plan = _plan()
     fed = _federation(plan, dropout={"masked_input": 0.2}, seed=5)
-    tracker = DDGTracker(plan, l2_clip=C, delta=DELTA).attach(fed)
+    tracker = DDGTracker(plan, delta=DELTA).attach(fed)
     history = fed.run(3)
     released = [r for r in history if r.completed]
     assert len(released) == len(tracker.epsilons) >= 2
@@ -91,19 +91,31 @@ def test_the_clients_noise_is_in_the_unmasked_sum():
 def test_mismatches_are_refused_before_any_round():
     plan = _plan()
     with pytest.raises(ValueError, match="must clip|last client stage"):
-        DDGTracker(plan, l2_clip=C, delta=DELTA).attach(_federation(plan, clip=None))
-    with pytest.raises(ValueError, match="ClipUpdate"):
-        DDGTracker(plan, l2_clip=C / 2, delta=DELTA).attach(_federation(plan))
+        DDGTracker(plan, delta=DELTA).attach(_federation(plan, clip=None))
+    with pytest.raises(ValueError, match="ClipUpdate"):  # clients clip looser than the plan's C
+        DDGTracker(plan, delta=DELTA).attach(_federation(plan, clip=2 * C))
+    wrong_dim = plan_ddg(
+        l2_clip=C,
+        dim=DIM - 1,
+        contributors=4,
+        max_clients=CFG.clients_per_round,
+        noise_multiplier=1.0,
+        tail=1e-12,
+    )
+    with pytest.raises(ValueError, match="parameters, the model has"):
+        DDGTracker(wrong_dim, delta=DELTA).attach(_federation(wrong_dim))
+    with pytest.raises(ValueError, match="colluders"):  # t + 1 = 4 contributors at least
+        DDGTracker(plan, delta=DELTA, colluders=4).attach(_federation(plan))
     other = _plan(contributors=3)  # a different σ
     with pytest.raises(ValueError, match="does not encode or noise as the plan says"):
-        DDGTracker(other, l2_clip=C, delta=DELTA).attach(_federation(plan))
+        DDGTracker(other, delta=DELTA).attach(_federation(plan))
     plain = Federation(data=tiny_fleet(), runtime=NumpyRuntime(), config=CFG)
     with pytest.raises(ValueError, match="adds no distributed noise"):
-        DDGTracker(plan, l2_clip=C, delta=DELTA).attach(plain)
+        DDGTracker(plan, delta=DELTA).attach(plain)
     released = _federation(plan)
     released.run_round()
     with pytest.raises(ValueError, match="already released"):
-        DDGTracker(plan, l2_clip=C, delta=DELTA).attach(released)
+        DDGTracker(plan, delta=DELTA).attach(released)
 
 
 def test_the_budget_refuses_the_round_that_could_exceed_it():
@@ -118,7 +130,7 @@ def test_the_budget_refuses_the_round_that_could_exceed_it():
     two = probe.epsilon()
     assert one < two
     budget = (one + two) / 2
-    DDGTracker(plan, l2_clip=C, delta=DELTA, budget_epsilon=budget).attach(fed)
+    DDGTracker(plan, delta=DELTA, budget_epsilon=budget).attach(fed)
     fed.run_round()
     with pytest.raises(BudgetExceeded):
         fed.run_round()
