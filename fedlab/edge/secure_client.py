@@ -9,8 +9,11 @@ again. The update leaves the device only inside the masked vector.
 
 Files (owner-only, written atomically, deleted once the device has answered the unmasking
 request or a new round's update replaces them): ``secagg-held.npz`` (the flat float32
-update, its ``num_examples``, round and run) and ``secagg-state.json`` (the round's key
-pairs, self-mask seed and the shares held for neighbours — secrets).
+update, its ``num_examples``, round and run), ``secagg-state.json`` (the round's key
+pairs, self-mask seed and the shares held for neighbours — secrets, bound to the round's
+whole setup) and ``secagg-sent.json`` (a masked input of this update was sent: the device
+refuses to mask it again under a new setup). A round that aborts or a device the server
+stops asking leaves them until the next update replaces them.
 
 numpy, cryptography and fedlab's wire only: no TensorFlow, no round engine.
 """
@@ -41,10 +44,18 @@ from fedlab.secure.secagg import (
     UnmaskRequest,
 )
 
-__all__ = ["HELD_FILE", "STATE_FILE", "DeviceSecAgg", "device_secagg", "hold_update"]
+__all__ = [
+    "HELD_FILE",
+    "SENT_FILE",
+    "STATE_FILE",
+    "DeviceSecAgg",
+    "device_secagg",
+    "hold_update",
+]
 
 HELD_FILE = "secagg-held.npz"
 STATE_FILE = "secagg-state.json"
+SENT_FILE = "secagg-sent.json"  # a masked input of the held update has left the device
 
 
 def hold_update(state_dir: str | Path, task: RoundTask, envelope: UpdateEnvelope) -> None:
@@ -68,7 +79,8 @@ def hold_update(state_dir: str | Path, task: RoundTask, envelope: UpdateEnvelope
         base_version=np.str_(task.base_version),
     )
     state = Path(state_dir)
-    (state / STATE_FILE).unlink(missing_ok=True)  # a new update starts a new protocol run
+    for name in (STATE_FILE, SENT_FILE):  # a new update starts a new protocol run
+        (state / name).unlink(missing_ok=True)
     atomic_write_bytes(state / HELD_FILE, buf.getvalue(), mode=0o600)
 
 
@@ -110,6 +122,15 @@ class DeviceSecAgg:
             )
         if req.stage == ADVERTISE:
             self._held(req)  # refuse before advertising if there is nothing to sum
+            sent = self.state_dir / SENT_FILE
+            if sent.is_file():
+                # Masking the same update again under a new setup would hand the server two
+                # maskings of it (and, with distributed DP, two independent noise draws).
+                raise SecAggAborted(
+                    req.stage,
+                    f"a masked input of this update was already sent "
+                    f"({sent.read_text(errors='replace')[:80]}); train again for a new one",
+                )
             client = SecAggClient(req.setup, self.client_id, identity=self.identity)
             reply: Any = client.advertise_keys()
         else:
@@ -126,6 +147,9 @@ class DeviceSecAgg:
                 assert isinstance(body, UnmaskRequest)
                 reply = client.unmask(body)
         frame_out = encode_reply(reply)
+        if req.stage == MASKED_INPUT:
+            record = {"round_index": req.setup.round_index, "setup": req.setup.digest()}
+            atomic_write_bytes(self.state_dir / SENT_FILE, json.dumps(record).encode(), mode=0o600)
         if client.stage == "done":
             self.forget()
         else:
@@ -135,7 +159,7 @@ class DeviceSecAgg:
 
     def forget(self) -> None:
         """Delete the held update and the protocol state (the round is over)."""
-        for name in (STATE_FILE, HELD_FILE):
+        for name in (STATE_FILE, HELD_FILE, SENT_FILE):
             (self.state_dir / name).unlink(missing_ok=True)
 
     def _load(self, req: SecAggRequest) -> SecAggClient:

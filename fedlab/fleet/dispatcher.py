@@ -181,6 +181,17 @@ class AgentDispatcher(_EnrolledFleet):
         return Dispatched(tuple(reports), "device agents (in process)", expect, down)
 
 
+def _addressed(message: SecAggReply, req: SecAggRequest) -> SecAggReply:
+    """``message`` if it answers ``req`` (its client and round), else ``ValueError``: a
+    device must not speak for another (it would push that client out as a duplicate)."""
+    if message.client_id != req.client_id or message.round_index != req.setup.round_index:
+        raise ValueError(
+            f"reply as client {message.client_id} for round {message.round_index} to a request "
+            f"for client {req.client_id}, round {req.setup.round_index}"
+        )
+    return message
+
+
 class _AgentSecureClients:
     """Secure-aggregation requests to in-process agents, through the same device code a
     SuperNode's ClientApp runs (:func:`fedlab.edge.secure_client.device_secagg`)."""
@@ -203,12 +214,12 @@ class _AgentSecureClients:
                 continue
             try:
                 frame = device_secagg(agent.config, cid).answer(encode_request(req))
-                message = decode_reply(frame, req.setup, stage=stage)
+                message = _addressed(decode_reply(frame, req.setup, stage=stage), req)
             except SecAggAborted as exc:
                 lost[cid] = f"refused: {exc.reason}"
                 continue
-            except (ProtocolError, ValueError) as exc:
-                lost[cid] = f"bad reply: {exc}"
+            except Exception as exc:  # this device's failure (its disk, its state), not the round's
+                lost[cid] = f"failed: {type(exc).__name__}: {exc}"
                 continue
             up += len(frame)
             out.append(message)
@@ -572,7 +583,7 @@ class _FlowerSecureClients:
                     continue
                 try:
                     frame = frame_of(reply)
-                    out.append(decode_reply(frame, req.setup, stage=stage))
+                    out.append(_addressed(decode_reply(frame, req.setup, stage=stage), req))
                 except (ProtocolError, ValueError) as exc:
                     lost[cid] = f"bad reply: {exc}"
                     continue

@@ -305,6 +305,15 @@ class RoundSetup:
         """Domain-separation bytes binding every derived key to this round."""
         return b"fedlab/secagg/v1" + self.round_index.to_bytes(8, "big") + self.seed
 
+    def digest(self) -> str:
+        """SHA-256 (hex) of everything public about the round: config, round, cohort,
+        dimension, seed (what a device's saved state is bound to)."""
+        h = hashlib.sha256()
+        h.update(repr(sorted(self.config.to_dict().items())).encode())
+        h.update(repr((self.round_index, self.cohort, self.dimension)).encode())
+        h.update(self.seed)
+        return h.hexdigest()
+
     def neighbours(self) -> dict[int, frozenset[int]]:
         """The round's communication graph."""
         return neighbourhoods(self.cohort, self.degree, self.seed)
@@ -528,6 +537,7 @@ class SecAggClient:
             "client_id": self.client_id,
             "round_index": self.setup.round_index,
             "seed": self.setup.seed.hex(),
+            "setup": self.setup.digest(),
             "stage": self._stage,
             "cipher_sk": self._cipher_sk.private_bytes_raw().hex(),
             "mask_sk": self._mask_sk.private_bytes_raw().hex(),
@@ -558,6 +568,8 @@ class SecAggClient:
                 or bytes.fromhex(state["seed"]) != setup.seed
             ):
                 raise ValueError("the saved state is for another round")
+            if state["setup"] != setup.digest():
+                raise ValueError("the saved state is for another setup of this round")
             client = cls(setup, cid, identity=identity)
             client._cipher_sk = X25519PrivateKey.from_private_bytes(
                 bytes.fromhex(state["cipher_sk"])

@@ -298,3 +298,44 @@ def test_a_held_report_carries_no_loss_count_or_norm(fleet, tmp_path):
         # the device clipped before it held: the update it will mask has norm <= C
         assert float(np.linalg.norm(held["update"])) <= 0.01 * (1 + 1e-6)
         assert int(held["num_examples"]) == data.clients[0].num_examples
+
+
+def test_a_device_masks_its_update_once(tmp_path):
+    from fedlab.protocol.secagg import decode_reply
+    from fedlab.secure import SecAggClient, SecAggServer
+
+    setup = _setup()
+    device = _held_device(tmp_path)  # client 1
+    others = {c: SecAggClient(setup, c) for c in (0, 2)}
+    server = SecAggServer(setup)
+
+    def ask(stage, body=None):
+        frame = device.answer(encode_request(SecAggRequest(stage, setup, 1, body)))
+        return decode_reply(frame, setup, stage=stage)
+
+    adverts = [ask(ADVERTISE), *(c.advertise_keys() for c in others.values())]
+    broadcasts = server.receive_advertisements(adverts)
+    shares = [ask(SHARE, broadcasts[1]), *(others[c].share_keys(broadcasts[c]) for c in others)]
+    deliveries = server.receive_shares(shares)
+    ask(MASKED_INPUT, deliveries[1])
+    assert (tmp_path / "secagg-sent.json").is_file()
+    # The server starts the round's protocol again under a new setup: the device refuses
+    # to mask the same update a second time (two maskings, or two noise draws, of one update).
+    again = RoundSetup.create(setup.config, round_index=4, cohort=(0, 1, 2), dimension=6)
+    with pytest.raises(SecAggAborted, match="already sent"):
+        device.answer(encode_request(SecAggRequest(ADVERTISE, again, 1)))
+
+
+def test_saved_state_is_bound_to_the_whole_setup():
+    from fedlab.secure import SecAggClient
+
+    setup = _setup()
+    client = SecAggClient(setup, 1)
+    client.advertise_keys()
+    state = client.to_state()
+    other = RoundSetup(
+        replace(setup.config, clip=2.0), setup.round_index, setup.cohort, 6, setup.seed
+    )
+    with pytest.raises(ValueError, match="another setup"):
+        SecAggClient.from_state(other, state)
+    assert SecAggClient.from_state(setup, state).stage == SHARE
