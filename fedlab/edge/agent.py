@@ -206,7 +206,9 @@ class DeviceAgent:
             assert not isinstance(envelope.body, bytes)
             clipped, norm = clip_arrays(envelope.body, task.plan.clip_norm)
             headers = dict(envelope.headers)
-            if math.isfinite(norm):  # NaN/Inf goes on unclipped: the server refuses it
+            # NaN/Inf goes on unclipped: the server's validation refuses it (a held update:
+            # the fixed-point encoding at the masked-input stage does).
+            if math.isfinite(norm):
                 headers["clip_norm_before"] = norm
             envelope = replace(envelope, body=clipped or envelope.body, headers=headers)
         encoded = self._encode(envelope, task) if task.plan.codec else None

@@ -1,4 +1,4 @@
-"""Secure aggregation as a cohort-level server stage (simulated in this process).
+"""Secure aggregation as a cohort-level server stage: in this process, or on a fleet.
 
 The accepted clients' updates are summed by SecAgg+ (:mod:`fedlab.secure`): each client
 masks its fixed-point update with pairwise and self masks, the server only ever holds masked
@@ -6,11 +6,17 @@ vectors and learns nothing but ``Σ nᵢ·xᵢ`` and ``Σ nᵢ`` (or ``Σ xᵢ``
 to the strategy's :meth:`aggregate_sum` — for DP-FedAvg the client-side clipping form, where
 the server noises the sum it is given.
 
-Clients can drop out at each of the protocol's four stages (``dropout``, drawn per round from
-``seed``); below the threshold the round's aggregation aborts and nothing is applied. What the
-simulation cannot show: on a real fleet the server never sees a plaintext update, so the
-server pipeline's per-update norm bound does not apply there — clients' clipping and the
-fixed-point clip (``config.clip`` per coordinate) bound each client's influence instead.
+One server loop, :func:`drive_secure_round`, runs the four stages over a
+:class:`SecureClients` channel: :class:`LocalSecureClients` plays the clients in this
+process (:meth:`SecureAggregation.aggregate`, the simulation: the server pipeline saw each
+update before it was masked), while a fleet dispatcher's channel reaches devices that keep
+their updates (:meth:`SecureAggregation.aggregate_remote`: only masked vectors leave them,
+so no per-update server check applies — the devices' clipping and the fixed-point clip,
+``config.clip`` per coordinate, bound each client's influence instead).
+
+Clients can drop out at each of the protocol's four stages (in simulation: ``dropout``,
+drawn per round from ``seed``); below the threshold the round's aggregation aborts and
+nothing is applied.
 """
 
 from __future__ import annotations
@@ -250,7 +256,8 @@ def drive_secure_round(
 
 @dataclass(frozen=True, slots=True)
 class SecureAggregation:
-    """Sum the round's accepted updates with SecAgg+ (``config``), simulated in-process.
+    """Sum the round's accepted updates with SecAgg+ (``config``): played in this process
+    (:meth:`aggregate`) or with devices that hold their updates (:meth:`aggregate_remote`).
 
     Parameters
     ----------
@@ -262,6 +269,8 @@ class SecureAggregation:
         (``"advertise_keys"``, ``"share_keys"``, ``"masked_input"``, ``"unmask"``).
     seed : int
         Seed of the dropout draws (the protocol's keys and masks use OS entropy).
+    name : str
+        The stage's name in logs and checkpoints.
     """
 
     config: SecAggConfig
