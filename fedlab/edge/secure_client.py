@@ -50,6 +50,7 @@ __all__ = [
     "STATE_FILE",
     "DeviceSecAgg",
     "device_secagg",
+    "forget_other_runs",
     "hold_update",
 ]
 
@@ -210,3 +211,22 @@ def device_secagg(config: DeviceConfig, client_id: int) -> DeviceSecAgg:
     if config.sign_updates:
         identity = DeviceIdentity.from_private_bytes(client_id, device_key(config.state_dir))
     return DeviceSecAgg(config.state_dir, client_id, identity=identity)
+
+
+def forget_other_runs(state_root: str | Path, keep: str) -> list[Path]:
+    """Delete the secure-aggregation files (held update, protocol secrets) in every
+    per-run state folder ``state_root/run-*`` except ``keep``; returns the folders cleaned.
+
+    A Flower device keeps its state per run: a run that ended mid-protocol (an aborted
+    round, a server that stopped asking) would otherwise leave them there for good.
+    """
+    cleaned = []
+    for folder in sorted(Path(state_root).glob("run-*")):
+        if folder.name == keep or not folder.is_dir():
+            continue
+        present = [folder / n for n in (STATE_FILE, HELD_FILE, SENT_FILE) if (folder / n).exists()]
+        for path in present:
+            path.unlink(missing_ok=True)
+        if present:
+            cleaned.append(folder)
+    return cleaned

@@ -38,7 +38,7 @@ from flwr.clientapp import ClientApp
 
 from fedlab.edge.agent import DeviceAgent, peak_rss_mb
 from fedlab.edge.config import DeviceConfig
-from fedlab.edge.secure_client import device_secagg
+from fedlab.edge.secure_client import device_secagg, forget_other_runs
 from fedlab.edge.transport import InProcessTransport
 from fedlab.fleet.messages import frame_of, op_of, reply_content
 from fedlab.log import configure_logging, get_logger
@@ -165,6 +165,9 @@ def train(msg: Message, context: Context) -> Message:
             Error(REFUSED, f"task for client {task.client_id}, this node is client {cid}"),
             reply_to=msg,
         )
+    root = DeviceConfig.load(node_settings(context)[0]).state_dir
+    if root:  # secrets a run that ended mid-protocol left behind
+        forget_other_runs(root, f"run-{context.run_id}")
     _log.info("client %d training round %d", cid, task.round_index)
     time.sleep(_delay(context))
     transport.task = task

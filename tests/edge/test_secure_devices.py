@@ -339,3 +339,13 @@ def test_saved_state_is_bound_to_the_whole_setup():
     with pytest.raises(ValueError, match="another setup"):
         SecAggClient.from_state(other, state)
     assert SecAggClient.from_state(setup, state).stage == SHARE
+
+
+def test_secrets_of_other_runs_are_forgotten(tmp_path):
+    from fedlab.edge.secure_client import forget_other_runs
+
+    for run in ("run-1", "run-2"):
+        _held_device(tmp_path / run).answer(encode_request(SecAggRequest(ADVERTISE, _setup(), 1)))
+    assert forget_other_runs(tmp_path, "run-2") == [tmp_path / "run-1"]
+    assert not list((tmp_path / "run-1").glob("secagg-*"))
+    assert sorted(p.name for p in (tmp_path / "run-2").glob("secagg-*")) == [HELD_FILE, STATE_FILE]
