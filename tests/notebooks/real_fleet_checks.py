@@ -30,6 +30,17 @@ def check_real_fleet(results: dict[str, Any]) -> None:
     rejoin = results["rejoin"]
     assert rejoin["status"] == "finished:completed" and rejoin["completed"] == everyone
     assert rejoin["node_ids"] == fleet["node_ids"], "a registered key keeps its node id"
+    secure = results["secure"]
+    assert secure["status"] == "finished:completed"
+    plain0, secure0 = secure["plain"], secure["secure"]
+    assert secure0["completed"] == plain0["completed"] == everyone
+    assert secure0["aggregation_failure"] == ""
+    # the same round-0 model up to the fixed-point resolution (same seed and plans)
+    assert abs(secure0["test_accuracy"] - plain0["test_accuracy"]) <= 1e-3
+    assert secure0["num_examples"] == plain0["num_examples"]  # the sum's count, not reports'
+    assert secure0["train_loss"] is None or secure0["train_loss"] != secure0["train_loss"]
+    assert plain0["bytes_up"] < secure0["bytes_up"] < 1.2 * plain0["bytes_up"]
+    assert secure["leftovers"] == [], "no secret left on a device"
     binds = results["commands"]["superlink_binds"]
     assert binds["--serverappio-api-address"].startswith("127.0.0.1:")
     assert not any(v.startswith("0.0.0.0") for v in binds.values())
