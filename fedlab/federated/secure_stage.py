@@ -44,6 +44,7 @@ from fedlab.secure import (
     SHARE,
     STAGES,
     UNMASK,
+    IdentityRegistry,
     RoundSetup,
     SecAggAborted,
     SecAggClient,
@@ -183,7 +184,11 @@ class LocalSecureClients:
 
 
 def drive_secure_round(
-    setup: RoundSetup, clients: SecureClients, shapes: Sequence[tuple[int, ...]]
+    setup: RoundSetup,
+    clients: SecureClients,
+    shapes: Sequence[tuple[int, ...]],
+    *,
+    registry: IdentityRegistry | None = None,
 ) -> SecureSum:
     """The server's side of one SecAgg+ round over ``clients``: the one loop both worlds use.
 
@@ -195,6 +200,9 @@ def drive_secure_round(
         Where those clients are.
     shapes : sequence of tuple
         The model's tensor shapes (the flat sum is cut back into them).
+    registry : IdentityRegistry, optional
+        Every advertised key pair must be signed by its client's enrolled device key
+        (devices that sign updates sign it); others are refused at the first stage.
 
     Returns
     -------
@@ -203,9 +211,13 @@ def drive_secure_round(
     """
     if sum(math.prod(s) for s in shapes) != setup.dimension:
         raise ValueError(f"shapes {list(shapes)} do not hold {setup.dimension} parameters")
-    server = SecAggServer(setup)
+    server = SecAggServer(setup, registry=registry)
     uploaded = 0
     notes: dict[int, str] = {}
+
+    def refusals() -> None:  # what the server refused, and why, is the client's note
+        for cid, stage, reason in server.refused:
+            notes[cid] = f"refused by the server at {stage}: {reason}"
 
     def run(stage: str, inbox: Mapping[int, object]) -> tuple[Any, ...]:
         # Any: the server refuses (and counts as dropped) a reply of the wrong kind.
@@ -222,6 +234,7 @@ def drive_secure_round(
         requests = server.receive_masked_inputs(run(MASKED_INPUT, deliveries))
         result: SecAggResult = server.receive_unmask_responses(run(UNMASK, requests))
     except SecAggAborted as exc:
+        refusals()
         return SecureSum(
             None,
             dict.fromkeys(setup.cohort, "aborted"),
@@ -229,6 +242,7 @@ def drive_secure_round(
             uploaded,
             notes=notes,
         )
+    refusals()
     # A survivor that did not help unmask is still in the sum (its mask was rebuilt).
     contributed = set(result.contributors)
     lost_at = {
@@ -271,12 +285,18 @@ class SecureAggregation:
         Seed of the dropout draws (the protocol's keys and masks use OS entropy).
     name : str
         The stage's name in logs and checkpoints.
+    registry : IdentityRegistry, optional
+        On a fleet: the devices' enrolled keys; each device's advertised key pair must
+        carry its signature (devices with ``sign_updates`` sign it), so a node that is not
+        the enrolled device cannot take part. Not for the simulation (its clients hold no
+        device keys).
     """
 
     config: SecAggConfig
     dropout: Mapping[str, float] = field(default_factory=dict)
     seed: int = 0
     name: str = "secure-aggregation"
+    registry: IdentityRegistry | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, SecAggConfig):
@@ -289,9 +309,22 @@ class SecureAggregation:
                 raise ValueError(f"dropout[{stage!r}] must be in [0, 1), got {p!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        if self.registry is not None and not isinstance(self.registry, IdentityRegistry):
+            raise TypeError(f"registry must be an IdentityRegistry, got {self.registry!r}")
 
     def aggregate(self, round_index: int, updates: Sequence[ClientUpdate]) -> SecureSum:
-        """Run one SecAgg+ round over ``updates`` (the accepted clients, at least two)."""
+        """Run one SecAgg+ round over ``updates`` (the accepted clients, at least two).
+
+        Raises
+        ------
+        ValueError
+            A ``registry`` is set: the simulated clients hold no device keys to sign with.
+        """
+        if self.registry is not None:
+            raise ValueError(
+                "SecureAggregation(registry=...) verifies devices' signed key adverts on a "
+                "fleet; the simulated clients hold no device keys"
+            )
         if len(updates) < 2:
             return SecureSum(
                 None,
@@ -363,4 +396,4 @@ class SecureAggregation:
         setup = self.setup(round_index, cohort, dimension)
         if isinstance(setup, SecureSum):
             return setup
-        return drive_secure_round(setup, clients, shapes)
+        return drive_secure_round(setup, clients, shapes, registry=self.registry)

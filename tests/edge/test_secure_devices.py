@@ -349,3 +349,74 @@ def test_secrets_of_other_runs_are_forgotten(tmp_path):
     assert forget_other_runs(tmp_path, "run-2") == [tmp_path / "run-1"]
     assert not list((tmp_path / "run-1").glob("secagg-*"))
     assert sorted(p.name for p in (tmp_path / "run-2").glob("secagg-*")) == [HELD_FILE, STATE_FILE]
+
+
+def _signing_federation(fleet, folder, registry_for):
+    """A held federation whose devices sign (their key adverts too), and the server's
+    registry built by ``registry_for(configs)``."""
+    data, kit = fleet
+    configs = write_devices(folder, kit_dir=kit.folder, trusted_key=kit.trusted_key, data=data)
+    for path in configs.values():
+        raw = json.loads(path.read_text())
+        path.write_text(json.dumps({**raw, "sign_updates": True}))
+    agents = {
+        cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
+        for cid, path in configs.items()
+    }
+    dispatcher = AgentDispatcher(
+        agents,
+        enrolled=[c.num_examples for c in data.clients],
+        model_version=agents[0].model_version,
+    )
+    config = SecAggConfig(
+        threshold=2, clip=1.0, max_examples=max(c.num_examples for c in data.clients)
+    )
+    fed = Federation(
+        data=data,
+        runtime=KitRuntime(kit.folder, kit.trusted_key),
+        config=FederationConfig(clients_per_round=NUM_CLIENTS, batch_size=16, seed=3),
+        dispatcher=dispatcher,
+        secure_aggregation=SecureAggregation(config, registry=registry_for(configs)),
+    )
+    outcomes = _Outcomes()
+    fed.observers.append(outcomes)
+    return fed, outcomes
+
+
+def test_key_adverts_signed_by_enrolled_devices_are_verified(fleet, tmp_path):
+    from fedlab.edge.agent import enrolment
+    from fedlab.secure import DeviceIdentity, IdentityRegistry
+
+    def enrolled(configs, *, impostor=None):
+        registry = IdentityRegistry()
+        for cid, path in configs.items():
+            key = bytes.fromhex(enrolment(DeviceConfig.load(path))["public_key"])
+            if cid == impostor:  # the server enrolled another key for this client
+                key = DeviceIdentity.generate(cid).public_bytes
+            registry.enrol(cid, key)
+        return registry
+
+    honest, _ = _signing_federation(fleet, tmp_path / "honest", enrolled)
+    (result,) = honest.run(1)
+    assert result.completed == tuple(range(NUM_CLIENTS)) and result.aggregation_failure == ""
+
+    fed, outcomes = _signing_federation(
+        fleet, tmp_path / "impostor", lambda c: enrolled(c, impostor=3)
+    )
+    (result,) = fed.run(1)
+    assert result.completed == (0, 1, 2) and result.dropped == (3,)
+    (why,) = (o.detail for o in outcomes.seen if o.client_id == 3)
+    assert "lost at advertise_keys" in why and "forged" in why, why
+
+
+def test_a_registry_is_refused_in_simulation():
+    from fedlab.federated.types import ClientUpdate
+    from fedlab.secure import IdentityRegistry
+
+    stage = SecureAggregation(SecAggConfig(threshold=2, clip=1.0), registry=IdentityRegistry())
+    ups = [
+        ClientUpdate(client_id=i, delta=(np.zeros(3, np.float32),), num_examples=1)
+        for i in range(3)
+    ]
+    with pytest.raises(ValueError, match="hold no device keys"):
+        stage.aggregate(0, ups)
