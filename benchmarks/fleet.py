@@ -125,9 +125,6 @@ def main() -> int:
 
     import numpy as np
 
-    from fedlab.edge.agent import DeviceAgent
-    from fedlab.edge.config import DeviceConfig
-    from fedlab.edge.transport import InProcessTransport
     from fedlab.fleet.devices import write_devices
     from fedlab.fleet.dispatcher import AgentDispatcher
     from fedlab.fleet.processes import LocalFleet
@@ -199,13 +196,8 @@ def main() -> int:
     ref_devices = write_devices(
         work / "ref-devices", kit_dir=kit.folder, trusted_key=kit.trusted_key, data=data
     )
-    agents = {
-        c: DeviceAgent(DeviceConfig.load(p), InProcessTransport()) for c, p in ref_devices.items()
-    }
-    dispatcher = AgentDispatcher(
-        agents,
-        enrolled=[c.num_examples for c in data.clients],
-        model_version=agents[0].model_version,
+    dispatcher = AgentDispatcher.from_devices(
+        ref_devices, enrolled=[c.num_examples for c in data.clients]
     )
     ref_spec = dataclasses.replace(spec, out_dir=str(work / "ref"))
     federation = build_federation(ref_spec, dispatcher, data=data)

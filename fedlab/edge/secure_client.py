@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,12 +35,8 @@ from fedlab.secure.identity import DeviceIdentity
 from fedlab.secure.secagg import (
     ADVERTISE,
     MASKED_INPUT,
-    SHARE,
-    KeyBroadcast,
     SecAggAborted,
     SecAggClient,
-    ShareDelivery,
-    UnmaskRequest,
 )
 
 __all__ = [
@@ -133,21 +128,10 @@ class DeviceSecAgg:
                     f"({sent.read_text(errors='replace')[:80]}); train again for a new one",
                 )
             client = SecAggClient(req.setup, self.client_id, identity=self.identity)
-            reply: Any = client.advertise_keys()
         else:
             client = self._load(req)
-            body = req.body
-            if req.stage == SHARE:
-                assert isinstance(body, KeyBroadcast)
-                reply = client.share_keys(body)
-            elif req.stage == MASKED_INPUT:
-                assert isinstance(body, ShareDelivery)
-                update, n = self._held(req)
-                reply = client.masked_input(body, update, n)
-            else:
-                assert isinstance(body, UnmaskRequest)
-                reply = client.unmask(body)
-        frame_out = encode_reply(reply)
+        update, n = self._held(req) if req.stage == MASKED_INPUT else (None, 0)
+        frame_out = encode_reply(client.respond(req.body, update=update, num_examples=n))
         if req.stage == MASKED_INPUT:
             record = {"round_index": req.setup.round_index, "setup": req.setup.digest()}
             atomic_write_bytes(self.state_dir / SENT_FILE, json.dumps(record).encode(), mode=0o600)

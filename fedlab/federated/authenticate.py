@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from fedlab.federated.stages import StageContext
 from fedlab.federated.types import Envelope, UpdateRejected, is_int
@@ -106,6 +106,10 @@ class VerifySignature:
     The stage remembers the last round it accepted from each client (a replay of an
     earlier round's signed update is refused); that memory is the stage's only state.
     """
+
+    #: Judges the header and the payload hash only: it runs on an update a device holds
+    #: for secure aggregation too (``Pipeline.receive_held``).
+    metadata_only: ClassVar[bool] = True
 
     registry: IdentityRegistry
     required: bool = True

@@ -166,21 +166,12 @@ class LocalSecureClients:
         return StageReplies(tuple(out), up, lost)
 
     def _answer(self, req: SecAggRequest) -> SecAggReply:
-        cid, body = req.client_id, req.body
+        cid = req.client_id
         if req.stage == ADVERTISE:
             self._clients[cid] = SecAggClient(req.setup, cid)
-            return self._clients[cid].advertise_keys()
-        client = self._clients[cid]
-        if req.stage == SHARE:
-            assert body is not None and not isinstance(body, SecAggRequest)
-            return client.share_keys(body)  # type: ignore[arg-type]
-        if req.stage == MASKED_INPUT:
-            return client.masked_input(
-                body,  # type: ignore[arg-type]
-                self.updates[cid],
-                self.num_examples[cid],
-            )
-        return client.unmask(body)  # type: ignore[arg-type]
+        return self._clients[cid].respond(
+            req.body, update=self.updates[cid], num_examples=self.num_examples[cid]
+        )
 
 
 def drive_secure_round(

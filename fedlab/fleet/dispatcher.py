@@ -12,11 +12,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fedlab.edge.agent import DeviceAgent
+from fedlab.edge.config import DeviceConfig
 from fedlab.edge.secure_client import device_secagg
 from fedlab.edge.transport import InProcessTransport
 from fedlab.federated.dispatch import Dispatched, Report, RoundTasks
@@ -129,6 +131,31 @@ class AgentDispatcher(_EnrolledFleet):
         #: Drill: stage -> clients whose devices stop answering from that stage on (a
         #: device lost in the middle of secure aggregation).
         self.silent_at: dict[str, set[int]] = {}
+
+    @classmethod
+    def from_devices(
+        cls,
+        configs: Mapping[int, str | Path],
+        *,
+        enrolled: Sequence[int],
+        clip_norm: float | None = None,
+    ) -> AgentDispatcher:
+        """One in-process agent per ``device.json`` (client id → path), e.g. from
+        :func:`fedlab.fleet.devices.write_devices`; the tasks name the kit's model version.
+
+        Raises
+        ------
+        ValueError
+            No device, or the devices run different kits.
+        """
+        agents = {
+            cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
+            for cid, path in configs.items()
+        }
+        versions = {a.model_version for a in agents.values()}
+        if len(versions) != 1:
+            raise ValueError(f"the devices must run one kit, got model versions {versions}")
+        return cls(agents, enrolled=enrolled, model_version=versions.pop(), clip_norm=clip_norm)
 
     def secure_clients(self, round_index: int) -> _AgentSecureClients:
         """The channel secure aggregation uses to reach the agents' held updates."""

@@ -722,6 +722,29 @@ class SecAggClient:
         self._stage = UNMASK
         return MaskedInput(self.client_id, self.setup.round_index, y)
 
+    def respond(
+        self,
+        body: KeyBroadcast | ShareDelivery | UnmaskRequest | None,
+        *,
+        update: np.ndarray | None = None,
+        num_examples: int = 0,
+    ) -> AdvertiseKeys | ShareKeys | MaskedInput | UnmaskResponse:
+        """The stage step a server message asks for: ``None`` → :meth:`advertise_keys`,
+        :class:`KeyBroadcast` → :meth:`share_keys`, :class:`ShareDelivery` →
+        :meth:`masked_input` (of ``update`` and ``num_examples``), :class:`UnmaskRequest` →
+        :meth:`unmask`. How a transport (simulated or a device) answers a request."""
+        if body is None:
+            return self.advertise_keys()
+        if isinstance(body, KeyBroadcast):
+            return self.share_keys(body)
+        if isinstance(body, ShareDelivery):
+            if update is None:
+                raise ValueError("a masked input needs the client's update")
+            return self.masked_input(body, update, num_examples)
+        if isinstance(body, UnmaskRequest):
+            return self.unmask(body)
+        raise TypeError(f"not a server message: {type(body).__name__}")
+
     def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         """Stage 4: reveal one share per neighbour: its seed if it survived, its key if not."""
         self._step(UNMASK, request.round_index)

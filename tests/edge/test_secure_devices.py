@@ -23,10 +23,12 @@ from fedlab.edge.agent import DeviceAgent
 from fedlab.edge.config import DeviceConfig
 from fedlab.edge.secure_client import HELD_FILE, STATE_FILE, DeviceSecAgg, device_secagg
 from fedlab.edge.transport import InProcessTransport
+from fedlab.federated.authenticate import VerifySignature
 from fedlab.federated.config import FederationConfig
 from fedlab.federated.federation import Federation
 from fedlab.federated.observers import Observer
 from fedlab.federated.secure_stage import SecureAggregation
+from fedlab.federated.stages import Pipeline
 from fedlab.fleet.devices import write_devices
 from fedlab.fleet.dispatcher import AgentDispatcher
 from fedlab.fleet.runtime import KitRuntime
@@ -48,14 +50,8 @@ def fleet(kits, tmp_path_factory):
 def _federation(fleet, folder, *, secure: bool, hold: bool, threshold: int = 2):
     data, kit = fleet
     configs = write_devices(folder, kit_dir=kit.folder, trusted_key=kit.trusted_key, data=data)
-    agents = {
-        cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
-        for cid, path in configs.items()
-    }
-    dispatcher = AgentDispatcher(
-        agents,
-        enrolled=[c.num_examples for c in data.clients],
-        model_version=agents[0].model_version,
+    dispatcher = AgentDispatcher.from_devices(
+        configs, enrolled=[c.num_examples for c in data.clients]
     )
     if not hold:  # plaintext envelopes: the protocol is simulated in process
         dispatcher.secure_clients = None  # type: ignore[assignment,method-assign]
@@ -213,7 +209,7 @@ def _unmask_request(setup):
 def test_a_device_with_no_held_update_refuses_to_advertise(tmp_path):
     with pytest.raises(SecAggAborted, match="no update held"):
         DeviceSecAgg(tmp_path, 1).answer(encode_request(SecAggRequest(ADVERTISE, _setup(), 1)))
-    (dev := _held_device(tmp_path, round_index=3)).answer  # noqa: B018
+    dev = _held_device(tmp_path, round_index=3)
     with pytest.raises(SecAggAborted, match="for round 3, not 4"):
         dev.answer(encode_request(SecAggRequest(ADVERTISE, _setup(), 1)))
 
@@ -351,7 +347,7 @@ def test_secrets_of_other_runs_are_forgotten(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run-2").glob("secagg-*")) == [HELD_FILE, STATE_FILE]
 
 
-def _signing_federation(fleet, folder, registry_for):
+def _signing_federation(fleet, folder, registry_for, *, verify=False):
     """A held federation whose devices sign (their key adverts too), and the server's
     registry built by ``registry_for(configs)``."""
     data, kit = fleet
@@ -359,24 +355,21 @@ def _signing_federation(fleet, folder, registry_for):
     for path in configs.values():
         raw = json.loads(path.read_text())
         path.write_text(json.dumps({**raw, "sign_updates": True}))
-    agents = {
-        cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
-        for cid, path in configs.items()
-    }
-    dispatcher = AgentDispatcher(
-        agents,
-        enrolled=[c.num_examples for c in data.clients],
-        model_version=agents[0].model_version,
+    dispatcher = AgentDispatcher.from_devices(
+        configs, enrolled=[c.num_examples for c in data.clients]
     )
     config = SecAggConfig(
         threshold=2, clip=1.0, max_examples=max(c.num_examples for c in data.clients)
     )
+    registry = registry_for(configs)
     fed = Federation(
         data=data,
         runtime=KitRuntime(kit.folder, kit.trusted_key),
         config=FederationConfig(clients_per_round=NUM_CLIENTS, batch_size=16, seed=3),
         dispatcher=dispatcher,
-        secure_aggregation=SecureAggregation(config, registry=registry_for(configs)),
+        secure_aggregation=SecureAggregation(config, registry=registry),
+        # VerifySignature judges only a held report's header: it runs on a holding fleet
+        pipeline=Pipeline(server=(VerifySignature(registry),) if verify else ()),
     )
     outcomes = _Outcomes()
     fed.observers.append(outcomes)
@@ -396,9 +389,10 @@ def test_key_adverts_signed_by_enrolled_devices_are_verified(fleet, tmp_path):
             registry.enrol(cid, key)
         return registry
 
-    honest, _ = _signing_federation(fleet, tmp_path / "honest", enrolled)
+    honest, _ = _signing_federation(fleet, tmp_path / "honest", enrolled, verify=True)
     (result,) = honest.run(1)
     assert result.completed == tuple(range(NUM_CLIENTS)) and result.aggregation_failure == ""
+    assert result.rejected == () and result.stage_rejections == ()
 
     fed, outcomes = _signing_federation(
         fleet, tmp_path / "impostor", lambda c: enrolled(c, impostor=3)

@@ -14,9 +14,6 @@ import time
 import numpy as np
 import pytest
 
-from fedlab.edge.agent import DeviceAgent
-from fedlab.edge.config import DeviceConfig
-from fedlab.edge.transport import InProcessTransport
 from fedlab.fleet.devices import write_devices
 from fedlab.fleet.dispatcher import AgentDispatcher
 from fedlab.fleet.run import build_federation, fleet_data, read_run_output
@@ -67,13 +64,8 @@ def test_three_rounds_over_flower_equal_the_in_process_run(fleet, tmp_path):
         data=data,
         state=False,
     )
-    agents = {
-        cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
-        for cid, path in configs.items()
-    }
-    runtime_version = agents[0].model_version
-    dispatcher = AgentDispatcher(
-        agents, enrolled=[c.num_examples for c in data.clients], model_version=runtime_version
+    dispatcher = AgentDispatcher.from_devices(
+        configs, enrolled=[c.num_examples for c in data.clients]
     )
     federation = build_federation(ref_spec, dispatcher, data=data)
     federation.run(3)

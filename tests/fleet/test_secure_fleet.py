@@ -13,9 +13,6 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from fedlab.edge.agent import DeviceAgent
-from fedlab.edge.config import DeviceConfig
-from fedlab.edge.transport import InProcessTransport
 from fedlab.fleet.devices import write_devices
 from fedlab.fleet.dispatcher import AgentDispatcher
 from fedlab.fleet.run import build_federation, fleet_data, read_run_output
@@ -37,14 +34,8 @@ def _reference(fleet, spec, folder, *, hold: bool, silent_at=None):
     the clear to the simulated protocol."""
     data = fleet_data(spec)
     configs = write_devices(folder, kit_dir=fleet.kit_dir, trusted_key=fleet.trusted_key, data=data)
-    agents = {
-        cid: DeviceAgent(DeviceConfig.load(path), InProcessTransport())
-        for cid, path in configs.items()
-    }
-    dispatcher = AgentDispatcher(
-        agents,
-        enrolled=[c.num_examples for c in data.clients],
-        model_version=agents[0].model_version,
+    dispatcher = AgentDispatcher.from_devices(
+        configs, enrolled=[c.num_examples for c in data.clients]
     )
     if not hold:
         dispatcher.secure_clients = None  # type: ignore[assignment,method-assign]
