@@ -207,8 +207,9 @@ class DeviceAgent:
             clipped, norm = clip_arrays(envelope.body, task.plan.clip_norm)
             headers = dict(envelope.headers)
             # NaN/Inf goes on unclipped: the server's validation refuses it (a held update:
-            # the fixed-point encoding at the masked-input stage does).
-            if math.isfinite(norm):
+            # the fixed-point encoding at the masked-input stage does). A held update's
+            # norm stays on the device with it.
+            if math.isfinite(norm) and not task.plan.hold_update:
                 headers["clip_norm_before"] = norm
             envelope = replace(envelope, body=clipped or envelope.body, headers=headers)
         encoded = self._encode(envelope, task) if task.plan.codec else None
@@ -223,14 +224,13 @@ class DeviceAgent:
             hold_update(self.config.state_dir, task, envelope)
             # Only what the server needs to run the protocol leaves the device: no loss, no
             # count (it travels inside the masked vector), no norm before clipping.
-            headers = {k: v for k, v in envelope.headers.items() if k != "clip_norm_before"}
             envelope = replace(
                 envelope,
                 body=b"",
                 num_examples=1,
                 num_steps=0,
                 metrics={},
-                headers={**headers, "held": True},
+                headers={**envelope.headers, "held": True},
             )
         if self._key is not None:  # the client id is the one the server enrolled us under
             envelope = sign_envelope(
@@ -249,8 +249,8 @@ class DeviceAgent:
                 "round_index": task.round_index,
                 "base_version": task.base_version,
                 "run_id": task.run_id,
-                "num_examples": envelope.num_examples,
-                "train_loss": envelope.metrics.get("train_loss"),
+                "num_examples": update.num_examples,  # the device's own record: the truth
+                "train_loss": update.metrics.get("train_loss"),
                 "time": time.time(),
             }
             atomic_write_bytes(state / LAST_ROUND_FILE, json.dumps(record).encode())
