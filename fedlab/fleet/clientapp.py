@@ -165,9 +165,9 @@ def train(msg: Message, context: Context) -> Message:
             Error(REFUSED, f"task for client {task.client_id}, this node is client {cid}"),
             reply_to=msg,
         )
-    root = DeviceConfig.load(node_settings(context)[0]).state_dir
-    if root:  # secrets a run that ended mid-protocol left behind
-        forget_other_runs(root, f"run-{context.run_id}")
+    if agent.config.state_dir:  # secrets a run that ended mid-protocol left behind
+        run_dir = Path(agent.config.state_dir)
+        forget_other_runs(run_dir.parent, run_dir.name)
     _log.info("client %d training round %d", cid, task.round_index)
     time.sleep(_delay(context))
     transport.task = task
