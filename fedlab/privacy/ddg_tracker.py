@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING
 from fedlab.federated.observers import Observer
 from fedlab.privacy.ddg import DDGLedger, DDGPlan
 from fedlab.privacy.tracker import BudgetExceeded, check_clients_clip
+from fedlab.secure import SecAggConfig
 
 if TYPE_CHECKING:
     from fedlab.federated.federation import Federation
     from fedlab.federated.types import RoundResult
-    from fedlab.secure import SecAggConfig
 
 __all__ = ["DDGTracker", "secagg_config"]
 
@@ -34,7 +34,6 @@ def secagg_config(
 ) -> SecAggConfig:
     """The :class:`~fedlab.secure.SecAggConfig` that encodes and noises as ``plan`` says
     (its clip, ring, fixed ``max_clients`` headroom, unweighted, σ and noise bound)."""
-    from fedlab.secure import SecAggConfig
 
     codec = plan.codec
     return SecAggConfig(
